@@ -1,0 +1,233 @@
+"""The Python API: one :class:`Assistant` per bot project.
+
+    from assistant import Assistant
+
+    bot = Assistant.demo()
+    reply = bot.chat("how long does delivery take?")
+    print(reply.text, reply.skill, reply.confidence, [s.label() for s in reply.sources])
+    for chunk in bot.stream("summarize that", session_id=reply.data["session_id"]):
+        ...  # str chunks, then the final Reply
+
+The terminal UI and the HTTP service are thin layers over this class.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from assistant.config import BotConfig, IntentSpec, load_config, load_intents
+from assistant.dialogue import DialogueManager, DialoguePolicy, validate_message
+from assistant.errors import ConfigError, LlmosError
+from assistant.project import Project, demo_project, resolve_project
+from assistant.router import Example, IntentRouter
+from assistant.sessions import SessionStore, Turn
+from skills.base import Reply, Services
+from skills.registry import SkillRegistry
+
+LOG = logging.getLogger(__name__)
+
+
+class Assistant:
+    """A bot project brought to life: config, skills, router, knowledge, sessions.
+
+    Args:
+        project: the bot project (see ``assistant.project``).
+        embedder: a text encoder; the shared MiniLM encoder by default.
+        entry_points: load third-party skills from the ``llmos.skills`` entry-point group.
+        knowledge: open the knowledge base and ingest the project's sources.
+        language_model: load the project's local language model if one is trained.
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        *,
+        embedder: Any = None,
+        entry_points: bool = True,
+        knowledge: bool = True,
+        language_model: bool = True,
+        extra_skills: list[Any] | None = None,
+    ) -> None:
+        self.project = project
+        project.ensure_dirs()
+        self.config: BotConfig = load_config(project.config_file)
+        self.intents: dict[str, IntentSpec] = load_intents(project.intents_file)
+        if embedder is None:
+            from knowledge.embed import shared_embedder
+
+            embedder = shared_embedder()
+        self.embedder = embedder
+        self.registry = SkillRegistry.discover(
+            entry_points_enabled=entry_points, disabled=self.config.disabled_skills
+        )
+        for skill in extra_skills or []:
+            self.registry.add(skill)
+        for err in self.registry.errors:
+            LOG.warning("%s", err)
+        self._check_intents()
+        self.store = SessionStore(project.sessions_db)
+        self.services = Services(
+            embedder=embedder,
+            config=self.config,
+            handoff=self._open_ticket,
+            capabilities=self._capabilities(),
+        )
+        if self.config.translation.phrasebook:
+            self.services.phrasebook_path = project.root / self.config.translation.phrasebook
+        self.knowledge: Any = None
+        if knowledge:
+            self._open_knowledge()
+        if language_model:
+            self._load_language_model()
+        rc = self.config.router
+        self.router = IntentRouter(
+            embedder, project.model_dir("router"), out_of_scope_similarity=rc.out_of_scope_similarity,
+            head_params={"epochs": rc.epochs} if rc.epochs else None,
+        )
+        self.router.ensure_trained(self.examples())
+        pc = self.config.policy
+        self.dialogue = DialogueManager(
+            self.router, self.registry, self.store, self.services,
+            DialoguePolicy(
+                confidence_threshold=rc.confidence_threshold, clarify_margin=rc.clarify_margin,
+                low_confidence_handoff=pc.low_confidence_handoff, history_window=pc.history_window,
+            ),
+            document_names=self._document_names,
+        )
+        self._lock = threading.Lock()
+
+    # -- constructors ------------------------------------------------------------------
+    @classmethod
+    def demo(cls, **kwargs: Any) -> Assistant:
+        """The built-in demo assistant (Juniper Home customer service)."""
+        return cls(demo_project(), **kwargs)
+
+    @classmethod
+    def from_project(cls, path: str | Path | None = None, **kwargs: Any) -> Assistant:
+        """A bot project directory (with ``llmos.yaml``); None: current directory or demo."""
+        return cls(resolve_project(path), **kwargs)
+
+    # -- chatting ----------------------------------------------------------------------
+    def new_session(self, title: str = "", session_id: str | None = None) -> str:
+        return self.store.create(session_id, title=title).id
+
+    def stream(
+        self, text: str, session_id: str | None = None, *, idempotency_key: str | None = None
+    ) -> Iterator[str | Reply]:
+        """Text chunks as the skill produces them, then the final :class:`Reply`."""
+        text = validate_message(text)
+        if session_id is None:
+            session_id = self.new_session()
+        else:
+            self.store.get(session_id)  # unknown id -> UnknownSessionError, nothing stored
+        yield from self.dialogue.stream(session_id, text, idempotency_key=idempotency_key)
+
+    def chat(
+        self, text: str, session_id: str | None = None, *, idempotency_key: str | None = None
+    ) -> Reply:
+        """Answer one message; ``reply.data["session_id"]`` continues the conversation."""
+        last: Reply | None = None
+        for item in self.stream(text, session_id, idempotency_key=idempotency_key):
+            if isinstance(item, Reply):
+                last = item
+        assert last is not None
+        return last
+
+    def transcript(self, session_id: str) -> list[Turn]:
+        self.store.get(session_id)
+        return self.store.turns(session_id)
+
+    # -- training and knowledge --------------------------------------------------------
+    def examples(self) -> list[Example]:
+        """Router training data: intents.yaml plus every routable skill's examples."""
+        out: list[Example] = []
+        for name, spec in self.intents.items():
+            out.extend(Example(name, spec.skill, t) for t in spec.examples)
+        for skill in self.registry.all():
+            if not skill.routable or not skill.examples:
+                continue
+            intent = skill.name if skill.name not in self.intents else f"skill:{skill.name}"
+            out.extend(Example(intent, skill.name, t) for t in skill.examples)
+        return out
+
+    def train_router(self, force: bool = False) -> dict[str, Any]:
+        if force:
+            return self.router.train(self.examples())
+        trained = self.router.ensure_trained(self.examples())
+        return {"trained": trained, "examples": len(self.examples())}
+
+    def ingest(self, paths: list[str | Path], **kwargs: Any) -> Any:
+        if self.knowledge is None:
+            raise LlmosError("the knowledge base is not available")
+        report = self.knowledge.ingest(paths, **kwargs)
+        self.services.capabilities = self._capabilities()
+        return report
+
+    def close(self) -> None:
+        if self.knowledge is not None:
+            self.knowledge.close()
+        self.store.close()
+
+    # -- internals ---------------------------------------------------------------------
+    def _check_intents(self) -> None:
+        for name, spec in self.intents.items():
+            if spec.skill not in self.registry:
+                known = ", ".join(self.registry.names())
+                raise ConfigError(
+                    f"intents.yaml: intent {name!r} uses unknown skill {spec.skill!r} (known: {known})"
+                )
+
+    def _open_ticket(self, session_id: str, reason: str) -> int:
+        return self.store.open_ticket(session_id, reason).id
+
+    def _capabilities(self) -> list[str]:
+        caps = []
+        for s in self.registry.all():
+            if s.routable and s.name not in {"smalltalk", "handoff"}:
+                caps.append(_lower_first(s.description.rstrip(".")))
+        return caps
+
+    def _open_knowledge(self) -> None:
+        try:
+            from knowledge.base import KnowledgeBase
+        except ImportError:
+            return
+        kb = KnowledgeBase.open(self.project.knowledge_store, self.embedder)
+        self.knowledge = kb
+        self.services.knowledge = kb
+        if self.config.knowledge.auto_ingest:
+            roots = [self.project.root / s for s in self.config.knowledge.sources]
+            roots = [r for r in roots if r.exists()]
+            if roots:
+                report = kb.ingest(roots, roots=roots, sync=True)
+                for path, err in report.errors:
+                    LOG.warning("skipped %s: %s", path, err)
+
+    def _document_names(self) -> list[str]:
+        if self.knowledge is None:
+            return []
+        try:
+            return [d["name"] for d in self.knowledge.documents()]
+        except Exception:
+            return []
+
+    def _load_language_model(self) -> None:
+        model_dir = self.project.root / self.config.lm.model
+        if self.project.is_demo or not model_dir.exists():
+            model_dir = self.project.model_dir("lm")
+        if not (model_dir / "config.json").is_file():
+            return
+        try:
+            from lm.generate import Generator
+
+            self.services.generator = Generator.from_dir(model_dir)
+        except Exception as exc:  # a broken checkpoint must not stop the chat
+            LOG.warning("language model at %s not loaded: %s", model_dir, exc)
+
+
+def _lower_first(s: str) -> str:
+    return s[:1].lower() + s[1:] if s else s

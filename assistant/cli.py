@@ -1,0 +1,335 @@
+"""The ``llmos`` command line.
+
+    llmos init DIR                 scaffold a bot project
+    llmos chat [--project DIR]     chat in the terminal
+    llmos ask TEXT [--json]        one question, one answer
+    llmos demo                     a scripted conversation with the demo assistant
+    llmos train router             (re)train the intent router
+    llmos eval router --data F     accuracy, macro-F1, confusion matrix
+
+Other packages add commands through ``assistant/commands/*.py`` (ingest, train lm, ...).
+Every error a user can cause prints one ``error:`` line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from assistant.errors import LlmosError
+
+app = typer.Typer(
+    name="llmos",
+    help="llmos: a local-first assistant framework. Chat, ingest documents, train models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+train_app = typer.Typer(help="Train models: router, lm, gnn, translator.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate: router, qa, retrieval, kgqa, lm.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+
+PROJECT_OPT = typer.Option(None, "--project", "-p", help="Bot project directory (default: current dir or the demo).")
+
+COMMAND_MODULES = [
+    "assistant.commands.knowledge_cmds",
+    "assistant.commands.graph_cmds",
+    "assistant.commands.lm_cmds",
+]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("transformers", "sentence_transformers", "httpx", "faiss"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _assistant(project: str | None, **kwargs: Any) -> Any:
+    from assistant.api import Assistant
+
+    return Assistant.from_project(project, **kwargs)
+
+
+def _echo_reply(reply: Any, show_meta: bool = True) -> None:
+    typer.echo(reply.text)
+    if show_meta:
+        meta = f"  [{reply.skill} · {reply.confidence:.2f}]"
+        typer.secho(meta, dim=True)
+        for s in reply.sources:
+            typer.secho(f"  source: {s.label()}", dim=True)
+
+
+@app.command()
+def init(directory: str = typer.Argument(..., help="Where to create the bot project.")) -> None:
+    """Create a bot project: llmos.yaml, intents.yaml, knowledge/, models/."""
+    from assistant.scaffold import scaffold
+
+    root = scaffold(Path(directory))
+    typer.echo(f"Created bot project in {root}")
+    typer.echo(f"Next: put documents in {root / 'knowledge'} and run: llmos chat --project {directory}")
+
+
+@app.command()
+def chat(
+    project: str | None = PROJECT_OPT,
+    plain: bool = typer.Option(False, "--plain", help="Line-based chat instead of the full-screen UI."),
+) -> None:
+    """Chat with the assistant in the terminal."""
+    if not plain and sys.stdin.isatty() and sys.stdout.isatty():
+        try:
+            tui_app = importlib.import_module("tui.app")
+        except ImportError:
+            tui_app = None
+        if tui_app is not None and hasattr(tui_app, "run"):
+            tui_app.run(project)
+            return
+    _plain_chat(project)
+
+
+def _plain_chat(project: str | None) -> None:
+    typer.echo("Loading the assistant…")
+    bot = _assistant(project)
+    session = bot.new_session()
+    typer.echo(f"{bot.config.name} — {bot.config.greeting}")
+    typer.echo("(type /quit to leave, /new for a new conversation)")
+    while True:
+        try:
+            text = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            typer.echo("")
+            break
+        if text.strip() in {"/quit", "/exit", "/q"}:
+            break
+        if text.strip() == "/new":
+            session = bot.new_session()
+            typer.echo("(new conversation)")
+            continue
+        if not text.strip():
+            continue
+        try:
+            sys.stdout.write("bot> ")
+            final = None
+            for item in bot.stream(text, session):
+                if isinstance(item, str):
+                    sys.stdout.write(item)
+                    sys.stdout.flush()
+                else:
+                    final = item
+            sys.stdout.write("\n")
+            if final is not None:
+                typer.secho(f"  [{final.skill} · {final.confidence:.2f}]", dim=True)
+                for s in final.sources:
+                    typer.secho(f"  source: {s.label()}", dim=True)
+        except LlmosError as exc:
+            typer.echo(f"\nerror: {exc}")
+    bot.close()
+
+
+@app.command()
+def ask(
+    text: str = typer.Argument(..., help="The message to send."),
+    project: str | None = PROJECT_OPT,
+    session: str | None = typer.Option(None, "--session", "-s", help="Continue this session id."),
+    as_json: bool = typer.Option(False, "--json", help="Print the reply as JSON."),
+) -> None:
+    """Send one message and print the reply."""
+    from assistant.dialogue import validate_message
+
+    validate_message(text)  # fail fast, before loading models
+    if session is not None:
+        from assistant.project import resolve_project
+        from assistant.sessions import SessionStore
+
+        store = SessionStore(resolve_project(project).sessions_db)
+        try:
+            store.get(session)
+        finally:
+            store.close()
+    bot = _assistant(project)
+    try:
+        reply = bot.chat(text, session)
+    finally:
+        bot.close()
+    if as_json:
+        out = reply.to_dict()
+        out["session_id"] = reply.data.get("session_id")
+        typer.echo(json.dumps(out, ensure_ascii=False, indent=1))
+    else:
+        _echo_reply(reply)
+        typer.secho(f"  session: {reply.data.get('session_id')}", dim=True)
+
+
+DEMO_SCRIPT = [
+    "hi there",
+    "how long does delivery take?",
+    "summarize that in one sentence",
+    "what is the warranty on the Lumo kettle?",
+    "who makes it?",
+    "translate 'thank you for your order' into German",
+    "and in French?",
+    "can you summarize the refund policy in two sentences?",
+    "book me a flight to Paris",
+    "I want to talk to a person",
+    "thanks, bye",
+]
+
+
+@app.command()
+def demo(project: str | None = PROJECT_OPT) -> None:
+    """Print a scripted multi-turn conversation with the demo assistant (no TTY needed)."""
+    bot = _assistant(project)
+    session = bot.new_session(title="demo script")
+    typer.echo(f"== {bot.config.name} ==")
+    try:
+        for text in DEMO_SCRIPT:
+            typer.echo(f"\nyou> {text}")
+            reply = bot.chat(text, session)
+            typer.echo(f"bot> {reply.text}")
+            typer.echo(f"     [{reply.skill} · confidence {reply.confidence:.2f}]")
+            for s in reply.sources[:3]:
+                typer.echo(f"     source: {s.label()}")
+    finally:
+        bot.close()
+
+
+@app.command("skills")
+def list_skills(project: str | None = PROJECT_OPT) -> None:
+    """List the skills the assistant has, and plugins that failed to load."""
+    from assistant.config import load_config
+    from assistant.project import resolve_project
+    from skills.registry import SkillRegistry
+
+    proj = resolve_project(project)
+    cfg = load_config(proj.config_file)
+    reg = SkillRegistry.discover(disabled=cfg.disabled_skills)
+    for s in reg.all():
+        typer.echo(f"{s.name:12} {s.description}")
+    for err in reg.errors:
+        typer.secho(f"warning: {err}", fg="yellow", err=True)
+
+
+@app.command("sessions")
+def list_sessions(project: str | None = PROJECT_OPT) -> None:
+    """List stored conversations, newest first."""
+    from assistant.project import resolve_project
+    from assistant.sessions import SessionStore
+
+    proj = resolve_project(project)
+    store = SessionStore(proj.sessions_db)
+    for s in store.list():
+        typer.echo(f"{s.id}  {s.turns:4d} turns  {s.title}")
+    store.close()
+
+
+@train_app.command("router")
+def train_router(
+    project: str | None = PROJECT_OPT,
+    force: bool = typer.Option(False, "--force", help="Retrain even if the examples did not change."),
+) -> None:
+    """Train the intent router from intents.yaml and the skills' examples."""
+    bot = _assistant(project, knowledge=False, language_model=False)
+    try:
+        stats = bot.router.train(bot.examples()) if force else None
+        if stats is None:
+            trained = bot.router.trained_at is not None
+            stats = {"examples": len(bot.examples()), "intents": len(bot.router.head.classes)}
+            typer.echo(f"Router is up to date ({stats['examples']} examples, {stats['intents']} intents)"
+                       if trained else "Router trained")
+        else:
+            typer.echo(
+                f"Router trained on {stats['examples']} examples, {stats['intents']} intents "
+                f"in {stats['seconds']:.1f}s"
+            )
+        typer.echo(f"Saved to {bot.project.model_dir('router')}")
+    finally:
+        bot.close()
+
+
+@eval_app.command("router")
+def eval_router(
+    data: Path = typer.Option(..., "--data", help="intents.yaml-style file or CSV/TSV of text,intent."),
+    project: str | None = PROJECT_OPT,
+    out: Path | None = typer.Option(None, "--out", help="Report directory (default: <project>/reports)."),
+) -> None:
+    """Accuracy, macro-F1, per-intent table and confusion matrix on held-out examples."""
+    from assistant.evaluation import evaluate_router, load_eval_file
+
+    load_eval_file(data)  # validate before loading models
+    bot = _assistant(project, knowledge=False, language_model=False)
+    try:
+        out_dir = out or (bot.project.state / "reports")
+        report = evaluate_router(bot, data, out_dir)
+    finally:
+        bot.close()
+    m = report["intent"]
+    typer.echo(f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+               f"skill accuracy {report['skill_accuracy']:.4f}  ({report['examples']} examples)")
+    typer.echo(f"report: {out_dir / 'router_eval.md'}")
+
+
+def _register_command_modules() -> None:
+    for mod_name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError as exc:
+            if exc.name == mod_name:
+                continue
+            raise
+        mod.register(app, train_app, eval_app)
+
+
+_register_command_modules()
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning user errors into one line and a non-zero exit."""
+    _quiet_libraries()
+    try:
+        app(standalone_mode=False)
+    except LlmosError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except (typer.Abort, EOFError):
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and the unexpected, as one line
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        msg = _known_error(exc)
+        typer.secho(f"error: {msg}", fg="red", err=True)
+        if os.environ.get("LLMOS_DEBUG"):
+            raise
+        sys.exit(1)
+
+
+def _known_error(exc: Exception) -> str:
+    """Errors of the lower packages carry user-facing messages too."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = type(exc).__name__
+    if name.endswith("Error") and type(exc).__module__.split(".")[0] in {"knowledge", "lm", "skills"}:
+        return text or name
+    return f"{name}: {text} (set LLMOS_DEBUG=1 for details)" if text else name
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""A bot project's configuration: ``llmos.yaml`` and ``intents.yaml``, validated with pydantic.
+
+Errors name the file, the line and the field (``llmos.yaml line 4: router.confidence_threshold:
+Input should be a valid number``) because a user fixing a YAML file needs exactly that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from assistant.errors import ConfigError
+
+MAX_CONFIG_BYTES = 2_000_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RouterConfig(_Strict):
+    confidence_threshold: float = Field(0.45, ge=0.0, le=1.0)
+    """Below this calibrated confidence the assistant asks which skill the user meant."""
+    clarify_margin: float = Field(0.10, ge=0.0, le=1.0)
+    """Only clarify between two skills when their confidences are this close."""
+    out_of_scope_similarity: float = Field(0.30, ge=-1.0, le=1.0)
+    """A message whose nearest training example is less similar than this is out of scope."""
+    epochs: int = Field(0, ge=0, le=10_000)
+    """Head training epochs; 0 lets the head choose."""
+
+
+class PolicyConfig(_Strict):
+    low_confidence_handoff: int = Field(2, ge=0, le=100)
+    """Offer a human after this many low-confidence turns in a row (0 turns it off)."""
+    history_window: int = Field(20, ge=1, le=1000)
+    """How many past turns the dialogue manager keeps in view."""
+
+
+class KnowledgeConfig(_Strict):
+    sources: list[str] = Field(default_factory=lambda: ["knowledge"])
+    """Folders (relative to the project) ingested automatically when the assistant starts."""
+    auto_ingest: bool = True
+
+
+class LMConfig(_Strict):
+    model: str = "models/lm"
+    corpus: list[str] = Field(default_factory=list)
+    dialogues: str | None = None
+    train_on_first_run: bool = True
+    """The demo trains its small language model in the background on first start."""
+
+
+class TranslationConfig(_Strict):
+    phrasebook: str | None = None
+    models: dict[str, str] = Field(default_factory=dict)
+    """Language pair ("en-de") -> model directory, relative to the project."""
+
+
+class BotConfig(_Strict):
+    name: str = "llmos assistant"
+    company: str = ""
+    description: str = ""
+    greeting: str = "Hi! How can I help?"
+    language: str = "en"
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    lm: LMConfig = Field(default_factory=LMConfig)
+    translation: TranslationConfig = Field(default_factory=TranslationConfig)
+    skills: dict[str, Any] = Field(default_factory=dict)
+    """``disabled: [name, ...]`` and per-skill settings keyed by skill name."""
+    keys: dict[str, str] = Field(default_factory=dict)
+    """Terminal UI key bindings: action -> key."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @property
+    def disabled_skills(self) -> list[str]:
+        value = self.skills.get("disabled", [])
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+
+class IntentSpec(_Strict):
+    skill: str
+    examples: list[str] = Field(min_length=1)
+    description: str = ""
+
+    @field_validator("examples")
+    @classmethod
+    def _non_empty_examples(cls, v: list[str]) -> list[str]:
+        out = [e.strip() for e in v]
+        if any(not e for e in out):
+            raise ValueError("examples must be non-empty strings")
+        return out
+
+
+class IntentsFile(_Strict):
+    intents: dict[str, IntentSpec]
+
+
+# -- loading ------------------------------------------------------------------------------
+def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path.name}: cannot read ({exc.strerror or exc})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path.name}: file is too large ({len(raw)} bytes)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path.name}: not valid UTF-8 (byte {exc.start})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path.name}{where}: invalid YAML: {problem}") from None
+    return data, node
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a line number."""
+    line = node.start_mark.line + 1 if node is not None else None
+    cur = node
+    for part in loc:
+        if isinstance(cur, yaml.MappingNode):
+            nxt = None
+            for k, v in cur.value:
+                if str(k.value) == str(part):
+                    nxt = v
+                    line = k.start_mark.line + 1
+                    break
+            if nxt is None:
+                break
+            cur = nxt
+        elif isinstance(cur, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(cur.value):
+                break
+            cur = cur.value[part]
+            line = cur.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _validation_message(path: Path, node: yaml.Node | None, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = tuple(first.get("loc", ()))
+    field = ".".join(str(p) for p in loc) or "(top level)"
+    line = _line_of(node, loc)
+    where = f" line {line}" if line else ""
+    msg = first.get("msg", "invalid value")
+    if first.get("type") == "extra_forbidden":
+        msg = "unknown field"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{path.name}{where}: {field}: {msg}{more}"
+
+
+def load_config(path: Path) -> BotConfig:
+    """Read and validate ``llmos.yaml``; a missing file gives the defaults."""
+    if not path.exists():
+        return BotConfig()
+    data, node = _read_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.name} line 1: expected a mapping of settings")
+    try:
+        return BotConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_validation_message(path, node, err)) from None
+
+
+def load_intents(path: Path) -> dict[str, IntentSpec]:
+    """Read and validate ``intents.yaml``; a missing file means no extra intents."""
+    if not path.exists():
+        return {}
+    data, node = _read_yaml(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.name} line 1: expected `intents:` mapping")
+    try:
+        return IntentsFile.model_validate(data).intents
+    except ValidationError as err:
+        raise ConfigError(_validation_message(path, node, err)) from None

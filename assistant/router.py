@@ -1,0 +1,279 @@
+"""Intent router: text + conversation -> which skill, how sure, with which slots and referent.
+
+Classification uses MiniLM sentence embeddings (``knowledge.embed``) and a small head
+(``assistant.router_head.IntentHead``) trained in seconds from the bot's ``intents.yaml`` plus
+every registered skill's example utterances. The trained router is stored as safetensors
+(head weights, example embeddings) + JSON (classes, intent -> skill map, a fingerprint of the
+examples) and retrained only when the examples change.
+
+Out of scope: a message whose nearest training example is far away (cosine below
+``out_of_scope_similarity``) or that the head assigns to an ``out_of_scope`` intent.
+Follow-ups ("summarize that", "and in French?", "tell me more") are resolved by the rules in
+``assistant.slots`` against the session context.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assistant import slots as slot_rules
+from assistant.errors import RouterError
+
+ROUTER_FORMAT = 1
+
+
+@dataclass
+class Example:
+    intent: str
+    skill: str
+    text: str
+
+
+@dataclass
+class RouteContext:
+    """What the router may look at besides the message."""
+
+    last_reply: str | None = None
+    last_user_text: str | None = None
+    last_document: str | None = None
+    last_skill: str | None = None
+    has_history: bool = False
+    document_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Intent:
+    intent: str
+    skill: str
+    confidence: float
+    slots: dict[str, str] = field(default_factory=dict)
+    referent_kind: str | None = None
+    alternatives: list[tuple[str, float]] = field(default_factory=list)  # (skill, confidence)
+    out_of_scope: bool = False
+    follow_up: bool = False
+    similarity: float = 0.0  # cosine to the nearest training example
+
+
+def fingerprint(examples: list[Example], hparams: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(hparams, sort_keys=True).encode())
+    for ex in sorted(examples, key=lambda e: (e.intent, e.skill, e.text)):
+        h.update(f"{ex.intent}\x00{ex.skill}\x00{ex.text}\x01".encode("utf-8", "replace"))
+    return h.hexdigest()
+
+
+class IntentRouter:
+    """Trains, persists and applies the intent classifier."""
+
+    def __init__(
+        self,
+        embedder: Any,
+        model_dir: Path | None,
+        *,
+        out_of_scope_similarity: float = 0.30,
+        head_params: dict[str, Any] | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.model_dir = model_dir
+        self.oos_similarity = out_of_scope_similarity
+        self.head_params = head_params or {}
+        self.head: Any = None
+        self.intent_skill: dict[str, str] = {}
+        self.example_vecs: np.ndarray = np.zeros((0, 384), dtype=np.float32)
+        self.example_intents: list[str] = []
+        self.fingerprint: str | None = None
+        self.trained_at: float | None = None
+        self.train_seconds: float = 0.0
+
+    # -- training ----------------------------------------------------------------------
+    def ensure_trained(self, examples: list[Example]) -> bool:
+        """Load the stored router if its examples match, else train and save. True if trained."""
+        fp = fingerprint(examples, self.head_params)
+        if self.fingerprint == fp:
+            return False
+        if self.model_dir is not None and self._load(fp):
+            return False
+        self.train(examples)
+        return True
+
+    def train(self, examples: list[Example]) -> dict[str, Any]:
+        from assistant.router_head import IntentHead
+
+        if not examples:
+            raise RouterError("no example utterances to train the router on")
+        intents = {e.intent for e in examples}
+        if len(intents) < 2:
+            raise RouterError("the router needs at least two intents with examples")
+        skill_of: dict[str, str] = {}
+        for e in examples:
+            if skill_of.setdefault(e.intent, e.skill) != e.skill:
+                raise RouterError(
+                    f"intent {e.intent!r} is mapped to two skills: {skill_of[e.intent]!r} and {e.skill!r}"
+                )
+        t0 = time.perf_counter()
+        texts = [e.text for e in examples]
+        labels = [e.intent for e in examples]
+        X = self.embedder.encode(texts)
+        head = IntentHead(seed=0, **self.head_params)
+        head.fit(X, labels, texts=texts)
+        self.head = head
+        self.intent_skill = skill_of
+        self.example_vecs = X.astype(np.float32)
+        self.example_intents = labels
+        self.fingerprint = fingerprint(examples, self.head_params)
+        self.trained_at = time.time()
+        self.train_seconds = time.perf_counter() - t0
+        if self.model_dir is not None:
+            self._save()
+        return {
+            "examples": len(examples),
+            "intents": len(intents),
+            "seconds": round(self.train_seconds, 2),
+        }
+
+    # -- persistence -------------------------------------------------------------------
+    def _save(self) -> None:
+        from safetensors.numpy import save_file
+
+        assert self.model_dir is not None and self.head is not None
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        tensors, meta = self.head.state_dict()
+        tensors = {f"head.{k}": np.ascontiguousarray(v) for k, v in tensors.items()}
+        tensors["examples"] = np.ascontiguousarray(self.example_vecs)
+        doc = {
+            "format": ROUTER_FORMAT,
+            "fingerprint": self.fingerprint,
+            "intent_skill": self.intent_skill,
+            "example_intents": self.example_intents,
+            "head_meta": meta,
+            "trained_at": self.trained_at,
+            "train_seconds": self.train_seconds,
+        }
+        _atomic_write(self.model_dir / "router.safetensors", lambda p: save_file(tensors, str(p)))
+        _atomic_write(
+            self.model_dir / "router.json",
+            lambda p: Path(p).write_text(json.dumps(doc, indent=1), encoding="utf-8"),
+        )
+
+    def _load(self, expected_fp: str | None) -> bool:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        from assistant.router_head import IntentHead
+
+        assert self.model_dir is not None
+        meta_path = self.model_dir / "router.json"
+        weights = self.model_dir / "router.safetensors"
+        if not (meta_path.is_file() and weights.is_file()):
+            return False
+        try:
+            doc = json.loads(meta_path.read_text(encoding="utf-8"))
+            if doc.get("format") != ROUTER_FORMAT:
+                return False
+            if expected_fp is not None and doc.get("fingerprint") != expected_fp:
+                return False
+            tensors = load_file(str(weights))
+            head_t = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
+            self.head = IntentHead.from_state(head_t, doc["head_meta"])
+            self.example_vecs = tensors["examples"].astype(np.float32)
+        except (OSError, ValueError, KeyError, SafetensorError):
+            return False  # a damaged router is retrained, never trusted
+        self.intent_skill = dict(doc["intent_skill"])
+        self.example_intents = list(doc["example_intents"])
+        self.fingerprint = doc.get("fingerprint")
+        self.trained_at = doc.get("trained_at")
+        self.train_seconds = float(doc.get("train_seconds", 0.0))
+        return True
+
+    def load(self) -> bool:
+        """Load whatever router is stored, without checking its examples."""
+        return self.model_dir is not None and self._load(None)
+
+    # -- inference ---------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.head is not None
+
+    def classify(self, text: str) -> tuple[list[tuple[str, float]], float]:
+        """Intent probabilities (best first) and the cosine to the nearest training example."""
+        if self.head is None:
+            raise RouterError("the router is not trained yet: run `llmos train router`")
+        v = self.embedder.encode([text])
+        probs = self.head.predict_proba(v, texts=[text])[0]
+        order = np.argsort(-probs)
+        ranked = [(self.head.classes[i], float(probs[i])) for i in order]
+        sim = float((self.example_vecs @ v[0]).max()) if len(self.example_vecs) else 0.0
+        return ranked, sim
+
+    def skill_scores(self, ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """Sum intent probabilities per skill: several intents may share the QA skill."""
+        per: dict[str, float] = {}
+        for intent, p in ranked:
+            skill = self.intent_skill.get(intent, intent)
+            per[skill] = per.get(skill, 0.0) + p
+        return sorted(per.items(), key=lambda kv: -kv[1])
+
+    def route(self, text: str, ctx: RouteContext | None = None) -> Intent:
+        ctx = ctx or RouteContext()
+        ranked, sim = self.classify(text)
+        skills = self.skill_scores(ranked)
+        best_intent, _ = ranked[0]
+        best_skill, best_conf = skills[0]
+        out_of_scope = sim < self.oos_similarity or best_skill == "fallback"
+        intent = Intent(
+            intent=best_intent,
+            skill=best_skill,
+            confidence=best_conf,
+            alternatives=skills[1:4],
+            out_of_scope=out_of_scope,
+            similarity=sim,
+        )
+        fu = slot_rules.follow_up(text, ctx.last_skill, ctx.has_history)
+        if fu is not None:
+            intent.follow_up = True
+            intent.referent_kind = fu.referent_kind
+            if fu.skill is not None:
+                if fu.skill != intent.skill:
+                    intent.alternatives = [(intent.skill, intent.confidence), *intent.alternatives]
+                    intent.intent = fu.skill
+                intent.skill = fu.skill
+                intent.out_of_scope = False
+                # the rule is exact about the skill; confidence is at least the classifier's
+                intent.confidence = max(intent.confidence, dict(skills).get(fu.skill, 0.0), 0.9)
+        self._fill_slots(text, intent, ctx)
+        return intent
+
+    def _fill_slots(self, text: str, intent: Intent, ctx: RouteContext) -> None:
+        lang = slot_rules.target_language(text)
+        if lang is None and intent.referent_kind == "translate_source":
+            lang = slot_rules.any_language(text)
+        if lang:
+            intent.slots["target_language"] = lang
+        length = slot_rules.summary_length(text)
+        if length:
+            intent.slots["length"] = length
+        doc = slot_rules.document_name(text, ctx.document_names)
+        if doc:
+            intent.slots["document"] = doc
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

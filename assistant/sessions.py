@@ -1,0 +1,449 @@
+"""Persistent conversations: sessions, their turns and handoff tickets in SQLite (WAL).
+
+A turn is one exchange (the user's message and the assistant's reply) and is written in a
+single transaction after the reply is known, together with the session's dialogue state. So a
+crash either keeps the whole turn or none of it; the caller's retry with the same idempotency
+key then returns the stored reply instead of answering twice. Turns of one session are
+processed one at a time under a per-session lock (Rasa's lock store does the same for the
+same reason: replies must follow the order of the messages).
+
+The schema evolves through ``MIGRATIONS``, a list of functions recorded in ``_migrations``
+once applied (the pattern of simonw/llm).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assistant.errors import InputError, SessionError, UnknownSessionError
+
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@dataclass
+class Turn:
+    session_id: str
+    n: int
+    user_text: str
+    reply_text: str
+    skill: str = ""
+    confidence: float = 0.0
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    kind: str = "chat"  # "chat" | "agent" (a human agent's message) | "system"
+    idempotency_key: str | None = None
+    created: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "kind": self.kind,
+            "user": self.user_text,
+            "reply": self.reply_text,
+            "skill": self.skill,
+            "confidence": self.confidence,
+            "sources": self.sources,
+            "created": self.created,
+        }
+
+
+@dataclass
+class Session:
+    id: str
+    title: str
+    created: float
+    updated: float
+    state: dict[str, Any] = field(default_factory=dict)
+    turns: int = 0
+
+
+@dataclass
+class Ticket:
+    id: int
+    session_id: str
+    status: str  # "open" | "claimed" | "closed"
+    reason: str
+    created: float
+    agent: str | None = None
+
+
+# -- migrations ---------------------------------------------------------------------------
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    # executescript() would COMMIT first, breaking the migration's transaction
+    for stmt in sql.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
+def m001_initial(db: sqlite3.Connection) -> None:
+    _script(
+        db,
+        """
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            title TEXT NOT NULL DEFAULT '',
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE TABLE turns (
+            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            n INTEGER NOT NULL,
+            kind TEXT NOT NULL DEFAULT 'chat',
+            user_text TEXT NOT NULL,
+            reply_text TEXT NOT NULL,
+            skill TEXT NOT NULL DEFAULT '',
+            confidence REAL NOT NULL DEFAULT 0,
+            sources TEXT NOT NULL DEFAULT '[]',
+            data TEXT NOT NULL DEFAULT '{}',
+            idem_key TEXT,
+            created REAL NOT NULL,
+            PRIMARY KEY (session_id, n)
+        );
+        CREATE UNIQUE INDEX turns_idem ON turns(session_id, idem_key) WHERE idem_key IS NOT NULL;
+        """
+    )
+
+
+def m002_tickets(db: sqlite3.Connection) -> None:
+    _script(
+        db,
+        """
+        CREATE TABLE tickets (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            status TEXT NOT NULL DEFAULT 'open',
+            reason TEXT NOT NULL DEFAULT '',
+            agent TEXT,
+            created REAL NOT NULL,
+            updated REAL NOT NULL
+        );
+        CREATE INDEX tickets_status ON tickets(status);
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_tickets]
+
+
+def _check_text(text: str, what: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{what} contains an invalid character (lone surrogate at position {exc.start})"
+        ) from None
+    return text
+
+
+def validate_session_id(session_id: str) -> str:
+    if not isinstance(session_id, str) or not SESSION_ID_RE.match(session_id):
+        raise SessionError(
+            "invalid session id: use 1-64 letters, digits, '.', '_', ':' or '-'"
+        )
+    return session_id
+
+
+class SessionStore:
+    """SQLite-backed store of sessions, turns and tickets; safe to share between threads."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.is_symlink():
+            raise SessionError(f"refusing a session database behind a symlink: {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.DatabaseError as exc:
+            raise SessionError(f"cannot open the session database {self.path}: {exc}") from None
+        self._db_lock = threading.RLock()
+        self._session_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._migrate()
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _migrate(self) -> None:
+        with self._db_lock:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)"
+            )
+            done = {r[0] for r in self._db.execute("SELECT name FROM _migrations")}
+            for fn in MIGRATIONS:
+                if fn.__name__ in done:
+                    continue
+                with self._tx():
+                    fn(self._db)
+                    self._db.execute(
+                        "INSERT INTO _migrations (name, applied) VALUES (?, ?)",
+                        (fn.__name__, time.time()),
+                    )
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._db_lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise SessionError(f"session database is busy or unwritable: {exc}") from None
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    self._db.execute("COMMIT")
+                except sqlite3.OperationalError as exc:
+                    self._db.execute("ROLLBACK")
+                    raise SessionError(f"could not save the conversation: {exc}") from None
+
+    def lock(self, session_id: str) -> threading.Lock:
+        """The lock that serialises turns of one session."""
+        with self._locks_guard:
+            lk = self._session_locks.get(session_id)
+            if lk is None:
+                lk = self._session_locks[session_id] = threading.Lock()
+            return lk
+
+    def close(self) -> None:
+        with self._db_lock:
+            self._db.close()
+
+    # -- sessions ----------------------------------------------------------------------
+    def create(self, session_id: str | None = None, title: str = "") -> Session:
+        sid = validate_session_id(session_id) if session_id else uuid.uuid4().hex[:12]
+        now = time.time()
+        try:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT INTO sessions (id, title, created, updated, state) VALUES (?,?,?,?,?)",
+                    (sid, _check_text(title, "title"), now, now, "{}"),
+                )
+        except sqlite3.IntegrityError:
+            raise SessionError(f"session {sid} already exists") from None
+        except sqlite3.OperationalError as exc:
+            raise SessionError(f"could not save the session: {exc}") from None
+        return Session(id=sid, title=title, created=now, updated=now)
+
+    def get(self, session_id: str) -> Session:
+        validate_session_id(session_id)
+        with self._db_lock:
+            row = self._db.execute(
+                "SELECT id, title, created, updated, state, "
+                "(SELECT COUNT(*) FROM turns t WHERE t.session_id = s.id) "
+                "FROM sessions s WHERE id = ?",
+                (session_id,),
+            ).fetchone()
+        if row is None:
+            raise UnknownSessionError(f"unknown session id: {session_id}")
+        return Session(
+            id=row[0], title=row[1], created=row[2], updated=row[3], state=json.loads(row[4]),
+            turns=row[5],
+        )
+
+    def exists(self, session_id: str) -> bool:
+        try:
+            self.get(session_id)
+        except (UnknownSessionError, SessionError):
+            return False
+        return True
+
+    def get_or_create(self, session_id: str | None) -> Session:
+        if session_id is None:
+            return self.create()
+        try:
+            return self.get(session_id)
+        except UnknownSessionError:
+            try:
+                return self.create(session_id)
+            except SessionError:
+                return self.get(session_id)
+
+    def list(self, limit: int = 100) -> list[Session]:
+        with self._db_lock:
+            rows = self._db.execute(
+                "SELECT id, title, created, updated, state, "
+                "(SELECT COUNT(*) FROM turns t WHERE t.session_id = s.id) "
+                "FROM sessions s ORDER BY updated DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            Session(id=r[0], title=r[1], created=r[2], updated=r[3], state=json.loads(r[4]), turns=r[5])
+            for r in rows
+        ]
+
+    def rename(self, session_id: str, title: str) -> None:
+        self.get(session_id)
+        with self._tx() as db:
+            db.execute(
+                "UPDATE sessions SET title = ?, updated = ? WHERE id = ?",
+                (_check_text(title, "title"), time.time(), session_id),
+            )
+
+    def delete(self, session_id: str) -> None:
+        self.get(session_id)
+        with self._tx() as db:
+            db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    # -- turns -------------------------------------------------------------------------
+    def turns(self, session_id: str, last: int | None = None) -> list[Turn]:
+        validate_session_id(session_id)
+        q = (
+            "SELECT session_id, n, user_text, reply_text, skill, confidence, sources, data, kind,"
+            " idem_key, created FROM turns WHERE session_id = ? ORDER BY n"
+        )
+        args: tuple[Any, ...] = (session_id,)
+        if last is not None:
+            q = f"SELECT * FROM ({q} DESC LIMIT ?) ORDER BY n"
+            args = (session_id, last)
+        with self._db_lock:
+            rows = self._db.execute(q, args).fetchall()
+        return [_turn(r) for r in rows]
+
+    def find_idempotent(self, session_id: str, key: str) -> Turn | None:
+        with self._db_lock:
+            row = self._db.execute(
+                "SELECT session_id, n, user_text, reply_text, skill, confidence, sources, data, kind,"
+                " idem_key, created FROM turns WHERE session_id = ? AND idem_key = ?",
+                (session_id, key),
+            ).fetchone()
+        return _turn(row) if row else None
+
+    def append(
+        self,
+        session_id: str,
+        user_text: str,
+        reply_text: str,
+        *,
+        skill: str = "",
+        confidence: float = 0.0,
+        sources: list[dict[str, Any]] | None = None,
+        data: dict[str, Any] | None = None,
+        kind: str = "chat",
+        idempotency_key: str | None = None,
+        state: dict[str, Any] | None = None,
+        title: str | None = None,
+    ) -> Turn:
+        """Store one turn (and the session's new state) atomically; returns it with its number.
+
+        If a turn with the same idempotency key exists, that turn is returned unchanged.
+        """
+        now = time.time()
+        _check_text(user_text, "message")
+        _check_text(reply_text, "reply")
+        try:
+            with self._tx() as db:
+                if idempotency_key is not None:
+                    row = db.execute(
+                        "SELECT n FROM turns WHERE session_id = ? AND idem_key = ?",
+                        (session_id, idempotency_key),
+                    ).fetchone()
+                    if row is not None:
+                        existing = self.find_idempotent(session_id, idempotency_key)
+                        assert existing is not None
+                        return existing
+                if db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is None:
+                    raise UnknownSessionError(f"unknown session id: {session_id}")
+                n = db.execute(
+                    "SELECT COALESCE(MAX(n), 0) + 1 FROM turns WHERE session_id = ?", (session_id,)
+                ).fetchone()[0]
+                db.execute(
+                    "INSERT INTO turns (session_id, n, kind, user_text, reply_text, skill, confidence,"
+                    " sources, data, idem_key, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        session_id, n, kind, user_text, reply_text, skill, float(confidence),
+                        json.dumps(sources or [], ensure_ascii=False),
+                        json.dumps(data or {}, ensure_ascii=False, default=str),
+                        idempotency_key, now,
+                    ),
+                )
+                sets, args = ["updated = ?"], [now]
+                if state is not None:
+                    sets.append("state = ?")
+                    args.append(json.dumps(state, ensure_ascii=False, default=str))
+                if title is not None:
+                    sets.append("title = ?")
+                    args.append(title)
+                db.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE id = ?", (*args, session_id))
+        except sqlite3.OperationalError as exc:
+            raise SessionError(f"could not save the conversation: {exc}") from None
+        return Turn(
+            session_id=session_id, n=n, user_text=user_text, reply_text=reply_text, skill=skill,
+            confidence=confidence, sources=sources or [], data=data or {}, kind=kind,
+            idempotency_key=idempotency_key, created=now,
+        )
+
+    def set_state(self, session_id: str, state: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE sessions SET state = ?, updated = ? WHERE id = ?",
+                (json.dumps(state, ensure_ascii=False, default=str), time.time(), session_id),
+            )
+
+    # -- handoff tickets ---------------------------------------------------------------
+    def open_ticket(self, session_id: str, reason: str) -> Ticket:
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT id, status, reason, created, agent FROM tickets"
+                " WHERE session_id = ? AND status != 'closed'",
+                (session_id,),
+            ).fetchone()
+            if row is not None:
+                return Ticket(row[0], session_id, row[1], row[2], row[3], row[4])
+            cur = db.execute(
+                "INSERT INTO tickets (session_id, status, reason, created, updated)"
+                " VALUES (?, 'open', ?, ?, ?)",
+                (session_id, reason, now, now),
+            )
+            tid = int(cur.lastrowid or 0)
+        return Ticket(tid, session_id, "open", reason, now)
+
+    def tickets(self, status: str | None = None) -> list[Ticket]:
+        q = "SELECT id, session_id, status, reason, created, agent FROM tickets"
+        args: tuple[Any, ...] = ()
+        if status:
+            q += " WHERE status = ?"
+            args = (status,)
+        with self._db_lock:
+            rows = self._db.execute(q + " ORDER BY id", args).fetchall()
+        return [Ticket(*r) for r in rows]
+
+    def set_ticket_status(self, ticket_id: int, status: str, agent: str | None = None) -> None:
+        if status not in {"open", "claimed", "closed"}:
+            raise SessionError(f"invalid ticket status {status!r}")
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE tickets SET status = ?, agent = COALESCE(?, agent), updated = ? WHERE id = ?",
+                (status, agent, time.time(), ticket_id),
+            )
+            if cur.rowcount == 0:
+                raise SessionError(f"unknown ticket {ticket_id}")
+
+    def integrity_check(self) -> str:
+        with self._db_lock:
+            return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _turn(r: tuple[Any, ...]) -> Turn:
+    return Turn(
+        session_id=r[0], n=r[1], user_text=r[2], reply_text=r[3], skill=r[4], confidence=r[5],
+        sources=json.loads(r[6]), data=json.loads(r[7]), kind=r[8], idempotency_key=r[9],
+        created=r[10],
+    )

@@ -1,0 +1,197 @@
+"""The dialogue manager through the real demo assistant: MiniLM router, SQLite sessions,
+the demo's knowledge. Policy corner cases use a scripted router to stay deterministic."""
+
+import pytest
+
+from assistant.dialogue import DialogueManager, DialoguePolicy
+from assistant.errors import InputError, UnknownSessionError
+from assistant.router import Intent
+from assistant.sessions import SessionStore
+from skills import Reply, Services, SkillRegistry
+
+
+def test_every_reply_names_skill_and_confidence(demo_bot):
+    sid = demo_bot.new_session()
+    for text in ["hello", "how long does delivery take?", "book me a flight to the moon"]:
+        r = demo_bot.chat(text, sid)
+        assert r.skill, text
+        assert 0.0 <= r.confidence <= 1.0
+        assert r.data["session_id"] == sid
+    assert [t.n for t in demo_bot.transcript(sid)] == [1, 2, 3]
+
+
+def test_greeting_and_out_of_scope(demo_bot):
+    assert demo_bot.chat("hi there").skill == "smalltalk"
+    r = demo_bot.chat("book me a flight to Paris")
+    assert r.skill == "fallback"
+    assert "can't help" in r.text
+
+
+def test_handoff_opens_a_ticket(demo_bot):
+    sid = demo_bot.new_session()
+    r = demo_bot.chat("I want to talk to a person", sid)
+    assert r.skill == "handoff"
+    ticket = r.data["ticket"]
+    assert any(t.id == ticket and t.session_id == sid for t in demo_bot.store.tickets("open"))
+
+
+def test_translate_asks_for_missing_language_then_fills_it(demo_bot):
+    sid = demo_bot.new_session()
+    r1 = demo_bot.chat("translate 'thank you for your order'", sid)
+    assert r1.data.get("needs") == "target_language"
+    assert "language" in r1.text.lower()
+    r2 = demo_bot.chat("German", sid)
+    assert r2.skill == "translate"
+    assert r2.data["target_language"] == "de"
+    assert r2.data["method"] == "translation memory"
+    r3 = demo_bot.chat("and in French?", sid)
+    assert r3.skill == "translate" and r3.data["target_language"] == "fr"
+
+
+def test_summarize_that_uses_last_reply(demo_bot):
+    sid = demo_bot.new_session()
+    first = demo_bot.chat("what is your returns policy?", sid)
+    r = demo_bot.chat("summarize that in one sentence", sid)
+    assert r.skill == "summarize"
+    assert r.data["of"] == "last reply"
+    assert r.data["sentences"] == 1
+    assert r.text in first.text or r.text.split()[0] in first.text
+
+
+def test_summarize_conversation(demo_bot):
+    sid = demo_bot.new_session()
+    demo_bot.chat("hello", sid)
+    demo_bot.chat("how long does delivery take?", sid)
+    r = demo_bot.chat("summarize our conversation", sid)
+    assert r.skill == "summarize" and r.data["of"] == "conversation"
+
+
+def test_idempotent_retry_is_stored_once(demo_bot):
+    sid = demo_bot.new_session()
+    a = demo_bot.chat("hello", sid, idempotency_key="retry-1")
+    b = demo_bot.chat("hello", sid, idempotency_key="retry-1")
+    assert a.data["turn"] == b.data["turn"] == 1
+    assert b.data.get("replayed") is True
+    assert len(demo_bot.transcript(sid)) == 1
+
+
+@pytest.mark.parametrize(
+    ("message", "match"),
+    [
+        ("", "empty"),
+        ("   \n\t ", "empty"),
+        ("x" * 1_000_000, "too long"),
+        ("hello \udcff there", "lone surrogate"),
+        (b"\xff\xfe bad bytes", "not valid UTF-8"),
+        ("nul\x00byte", "NUL"),
+    ],
+)
+def test_bad_input_gets_clear_error_and_state_is_intact(demo_bot, message, match):
+    sid = demo_bot.new_session()
+    demo_bot.chat("hello", sid)
+    with pytest.raises(InputError, match=match):
+        demo_bot.chat(message, sid)
+    assert len(demo_bot.transcript(sid)) == 1
+    assert demo_bot.store.integrity_check() == "ok"
+
+
+def test_unknown_session_is_an_error_not_a_new_session(demo_bot):
+    before = len(demo_bot.store.list(limit=10_000))
+    with pytest.raises(UnknownSessionError, match="unknown session id: does-not-exist"):
+        demo_bot.chat("hello", "does-not-exist")
+    assert len(demo_bot.store.list(limit=10_000)) == before
+
+
+def test_streaming_yields_chunks_then_reply(demo_bot):
+    items = list(demo_bot.stream("hello"))
+    assert isinstance(items[-1], Reply)
+    assert all(isinstance(i, str) for i in items[:-1])
+    assert "".join(items[:-1]) == items[-1].text
+
+
+def test_sessions_survive_restart(demo_bot, embedder):
+    from assistant import Assistant
+
+    sid = demo_bot.new_session()
+    demo_bot.chat("hello", sid)
+    bot2 = Assistant.demo(embedder=embedder, entry_points=False, language_model=False, knowledge=False)
+    try:
+        assert [t.user_text for t in bot2.transcript(sid)] == ["hello"]
+        assert bot2.chat("thanks", sid).data["turn"] == 2
+    finally:
+        bot2.close()
+
+
+# -- policy with a scripted router -------------------------------------------------------
+class ScriptedRouter:
+    def __init__(self, intents):
+        self.intents = list(intents)
+
+    def route(self, text, ctx):
+        return self.intents.pop(0)
+
+
+@pytest.fixture
+def policy_dm(tmp_path):
+    store = SessionStore(tmp_path / "s.db")
+    reg = SkillRegistry.discover(entry_points_enabled=False)
+
+    def make(intents, **policy):
+        dm = DialogueManager(
+            ScriptedRouter(intents), reg, store,
+            Services(handoff=lambda sid, why: store.open_ticket(sid, why).id, capabilities=["answer questions"]),
+            DialoguePolicy(**policy),
+        )
+        return dm, store.create().id
+
+    yield make
+    store.close()
+
+
+def test_low_confidence_asks_to_clarify_between_two_best(policy_dm):
+    dm, sid = policy_dm(
+        [Intent("qa", "qa", 0.35, alternatives=[("summarize", 0.30)])],
+        confidence_threshold=0.45,
+    )
+    r = dm.turn(sid, "the refund thing")
+    assert r.skill == "clarify"
+    assert r.data["options"] == ["qa", "summarize"]
+    assert "qa" in r.text and "summarize" in r.text
+
+
+def test_clarification_answer_runs_the_chosen_skill(policy_dm):
+    dm, sid = policy_dm(
+        [Intent("qa", "qa", 0.35, alternatives=[("smalltalk", 0.33)])], confidence_threshold=0.45
+    )
+    dm.turn(sid, "hello?")
+    r = dm.turn(sid, "2")
+    assert r.skill == "smalltalk"
+
+
+def test_low_confidence_twice_offers_a_person(policy_dm):
+    low = Intent("qa", "qa", 0.2, alternatives=[("summarize", 0.01)])
+    dm, sid = policy_dm([low, Intent("qa", "qa", 0.2, alternatives=[("summarize", 0.01)])],
+                        confidence_threshold=0.45, low_confidence_handoff=2)
+    r1 = dm.turn(sid, "blorp")
+    assert r1.skill == "fallback"
+    r2 = dm.turn(sid, "zzzk")
+    assert r2.data.get("offer_handoff") and "person" in r2.text
+
+
+def test_skill_crash_becomes_polite_reply(policy_dm, tmp_path):
+    from skills import Skill
+
+    class Boom(Skill):
+        name = "boom"
+        description = "Always fails."
+
+        def handle(self, request, services):
+            raise RuntimeError("kaput")
+            yield  # pragma: no cover
+
+    dm, sid = policy_dm([Intent("boom", "boom", 0.99)])
+    dm.registry.add(Boom())
+    r = dm.turn(sid, "do it")
+    assert r.skill == "boom" and r.confidence == 0.0
+    assert "something went wrong" in r.text
+    assert dm.store.turns(sid)[0].reply_text == r.text

@@ -60,6 +60,8 @@ class Assistant:
             from knowledge.embed import shared_embedder
 
             embedder = shared_embedder()
+        if hasattr(embedder, "load"):
+            embedder.load()  # every turn embeds; pay the model load once, up front
         self.embedder = embedder
         self.registry = SkillRegistry.discover(
             entry_points_enabled=entry_points, disabled=self.config.disabled_skills
@@ -82,19 +84,26 @@ class Assistant:
         if knowledge:
             self._open_knowledge()
         if language_model:
-            self._load_language_model()
+            self.load_language_model()
         rc = self.config.router
         self.router = IntentRouter(
-            embedder, project.model_dir("router"), out_of_scope_similarity=rc.out_of_scope_similarity,
+            embedder,
+            project.model_dir("router"),
+            out_of_scope_similarity=rc.out_of_scope_similarity,
             head_params={"epochs": rc.epochs} if rc.epochs else None,
         )
         self.router.ensure_trained(self.examples())
         pc = self.config.policy
         self.dialogue = DialogueManager(
-            self.router, self.registry, self.store, self.services,
+            self.router,
+            self.registry,
+            self.store,
+            self.services,
             DialoguePolicy(
-                confidence_threshold=rc.confidence_threshold, clarify_margin=rc.clarify_margin,
-                low_confidence_handoff=pc.low_confidence_handoff, history_window=pc.history_window,
+                confidence_threshold=rc.confidence_threshold,
+                clarify_margin=rc.clarify_margin,
+                low_confidence_handoff=pc.low_confidence_handoff,
+                history_window=pc.history_window,
             ),
             document_names=self._document_names,
         )
@@ -215,18 +224,62 @@ class Assistant:
         except Exception:
             return []
 
-    def _load_language_model(self) -> None:
-        model_dir = self.project.root / self.config.lm.model
-        if self.project.is_demo or not model_dir.exists():
-            model_dir = self.project.model_dir("lm")
-        if not (model_dir / "config.json").is_file():
-            return
+    def _lm_dir(self) -> Path:
+        """Where the project's language model lives (a run dir with best/ and last/, or one checkpoint)."""
+        configured = self.project.root / self.config.lm.model
+        if not self.project.is_demo and configured.exists():
+            return configured
+        return self.project.model_dir("lm")
+
+    def load_language_model(self) -> bool:
+        model_dir = self._lm_dir()
+        if not any(
+            (d / "config.json").is_file()
+            for d in (model_dir, model_dir / "best", model_dir / "last")
+        ):
+            return False
         try:
             from lm.generate import Generator
 
             self.services.generator = Generator.from_dir(model_dir)
         except Exception as exc:  # a broken checkpoint must not stop the chat
             LOG.warning("language model at %s not loaded: %s", model_dir, exc)
+            return False
+        return True
+
+    def needs_language_model(self) -> bool:
+        """True when the bot has a corpus to train its language model from but no model yet."""
+        return (
+            self.services.generator is None
+            and self.config.lm.train_on_first_run
+            and bool(self.config.lm.corpus)
+        )
+
+    def train_language_model(self, *, time_budget_s: float = 90.0, on_progress: Any = None) -> Path:
+        """Train the bot's small language model from its corpus (first run), then load it.
+
+        Later runs find the checkpoint and skip training.
+        """
+        from lm.demo import ensure_demo_model
+
+        corpus = [self.project.root / c for c in self.config.lm.corpus]
+        corpus_dir = next((c for c in corpus if c.is_dir()), None)
+        if corpus_dir is None:
+            raise LlmosError(
+                "no corpus folder to train the language model from (lm.corpus in llmos.yaml)"
+            )
+        dialogues = (
+            self.project.root / self.config.lm.dialogues if self.config.lm.dialogues else None
+        )
+        out = ensure_demo_model(
+            corpus_dir,
+            dialogues,
+            self._lm_dir(),
+            time_budget_s=time_budget_s,
+            on_progress=on_progress,
+        )
+        self.load_language_model()
+        return out
 
 
 def _lower_first(s: str) -> str:

@@ -36,7 +36,9 @@ eval_app = typer.Typer(help="Evaluate: router, qa, retrieval, kgqa, lm.", no_arg
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 
-PROJECT_OPT = typer.Option(None, "--project", "-p", help="Bot project directory (default: current dir or the demo).")
+PROJECT_OPT = typer.Option(
+    None, "--project", "-p", help="Bot project directory (default: current dir or the demo)."
+)
 
 COMMAND_MODULES = [
     "assistant.commands.knowledge_cmds",
@@ -79,13 +81,17 @@ def init(directory: str = typer.Argument(..., help="Where to create the bot proj
 
     root = scaffold(Path(directory))
     typer.echo(f"Created bot project in {root}")
-    typer.echo(f"Next: put documents in {root / 'knowledge'} and run: llmos chat --project {directory}")
+    typer.echo(
+        f"Next: put documents in {root / 'knowledge'} and run: llmos chat --project {directory}"
+    )
 
 
 @app.command()
 def chat(
     project: str | None = PROJECT_OPT,
-    plain: bool = typer.Option(False, "--plain", help="Line-based chat instead of the full-screen UI."),
+    plain: bool = typer.Option(
+        False, "--plain", help="Line-based chat instead of the full-screen UI."
+    ),
 ) -> None:
     """Chat with the assistant in the terminal."""
     if not plain and sys.stdin.isatty() and sys.stdout.isatty():
@@ -229,7 +235,7 @@ def list_sessions(project: str | None = PROJECT_OPT) -> None:
 
     proj = resolve_project(project)
     store = SessionStore(proj.sessions_db)
-    for s in store.list():
+    for s in store.list_sessions():
         typer.echo(f"{s.id}  {s.turns:4d} turns  {s.title}")
     store.close()
 
@@ -237,7 +243,9 @@ def list_sessions(project: str | None = PROJECT_OPT) -> None:
 @train_app.command("router")
 def train_router(
     project: str | None = PROJECT_OPT,
-    force: bool = typer.Option(False, "--force", help="Retrain even if the examples did not change."),
+    force: bool = typer.Option(
+        False, "--force", help="Retrain even if the examples did not change."
+    ),
 ) -> None:
     """Train the intent router from intents.yaml and the skills' examples."""
     bot = _assistant(project, knowledge=False, language_model=False)
@@ -246,8 +254,11 @@ def train_router(
         if stats is None:
             trained = bot.router.trained_at is not None
             stats = {"examples": len(bot.examples()), "intents": len(bot.router.head.classes)}
-            typer.echo(f"Router is up to date ({stats['examples']} examples, {stats['intents']} intents)"
-                       if trained else "Router trained")
+            typer.echo(
+                f"Router is up to date ({stats['examples']} examples, {stats['intents']} intents)"
+                if trained
+                else "Router trained"
+            )
         else:
             typer.echo(
                 f"Router trained on {stats['examples']} examples, {stats['intents']} intents "
@@ -260,9 +271,13 @@ def train_router(
 
 @eval_app.command("router")
 def eval_router(
-    data: Path = typer.Option(..., "--data", help="intents.yaml-style file or CSV/TSV of text,intent."),
+    data: Path = typer.Option(
+        ..., "--data", help="intents.yaml-style file or CSV/TSV of text,intent."
+    ),
     project: str | None = PROJECT_OPT,
-    out: Path | None = typer.Option(None, "--out", help="Report directory (default: <project>/reports)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Report directory (default: <project>/reports)."
+    ),
 ) -> None:
     """Accuracy, macro-F1, per-intent table and confusion matrix on held-out examples."""
     from assistant.evaluation import evaluate_router, load_eval_file
@@ -275,8 +290,10 @@ def eval_router(
     finally:
         bot.close()
     m = report["intent"]
-    typer.echo(f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
-               f"skill accuracy {report['skill_accuracy']:.4f}  ({report['examples']} examples)")
+    typer.echo(
+        f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+        f"skill accuracy {report['skill_accuracy']:.4f}  ({report['examples']} examples)"
+    )
     typer.echo(f"report: {out_dir / 'router_eval.md'}")
 
 
@@ -326,7 +343,11 @@ def _known_error(exc: Exception) -> str:
     """Errors of the lower packages carry user-facing messages too."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     name = type(exc).__name__
-    if name.endswith("Error") and type(exc).__module__.split(".")[0] in {"knowledge", "lm", "skills"}:
+    if name.endswith("Error") and type(exc).__module__.split(".")[0] in {
+        "knowledge",
+        "lm",
+        "skills",
+    }:
         return text or name
     return f"{name}: {text} (set LLMOS_DEBUG=1 for details)" if text else name
 

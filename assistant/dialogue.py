@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,9 @@ def validate_message(text: Any) -> str:
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InputError(f"message is not valid UTF-8 (bad byte at position {exc.start})") from None
+            raise InputError(
+                f"message is not valid UTF-8 (bad byte at position {exc.start})"
+            ) from None
     if not isinstance(text, str):
         raise InputError("message must be text")
     try:
@@ -92,7 +94,7 @@ class DialogueManager:
         self.store = store
         self.services = services
         self.policy = policy or DialoguePolicy()
-        self._document_names = document_names or (lambda: [])
+        self._document_names: Callable[[], list[str]] = document_names or (lambda: [])
 
     # -- the turn ----------------------------------------------------------------------
     def stream(
@@ -105,9 +107,16 @@ class DialogueManager:
                 done = self.store.find_idempotent(session_id, idempotency_key)
                 if done is not None:
                     reply = Reply(
-                        text=done.reply_text, skill=done.skill, confidence=done.confidence,
+                        text=done.reply_text,
+                        skill=done.skill,
+                        confidence=done.confidence,
                         sources=[Source.from_dict(s) for s in done.sources],
-                        data={**done.data, "session_id": session_id, "turn": done.n, "replayed": True},
+                        data={
+                            **done.data,
+                            "session_id": session_id,
+                            "turn": done.n,
+                            "replayed": True,
+                        },
                     )
                     yield reply.text
                     yield reply
@@ -121,22 +130,29 @@ class DialogueManager:
                 chunks.append(reply.text)
                 yield reply.text
             else:
-                reply = None
+                final: Reply | None = None
                 for item in self._run(plan):
                     if isinstance(item, Reply):
-                        reply = item
+                        final = item
                     else:
                         chunks.append(item)
                         yield item
-                assert reply is not None
+                assert final is not None
+                reply = final
             state = self._next_state(session, plan, reply)
             title = session.title or (_title_from(text) if session.turns == 0 else None)
             stored_data = {k: v for k, v in reply.data.items() if k != "memory"}
             turn = self.store.append(
-                session_id, text, reply.text,
-                skill=reply.skill, confidence=reply.confidence,
-                sources=[s.to_dict() for s in reply.sources], data=stored_data,
-                idempotency_key=idempotency_key, state=state, title=title,
+                session_id,
+                text,
+                reply.text,
+                skill=reply.skill,
+                confidence=reply.confidence,
+                sources=[s.to_dict() for s in reply.sources],
+                data=stored_data,
+                idempotency_key=idempotency_key,
+                state=state,
+                title=title,
             )
             reply.data = {**stored_data, "session_id": session_id, "turn": turn.n}
             yield reply
@@ -191,10 +207,29 @@ class DialogueManager:
         request = self._request(text, intent, view)
         if intent.skill == "handoff" and intent.confidence >= p.confidence_threshold:
             return TurnPlan("handoff", request, state_updates={"low_confidence_streak": 0})
+        if (
+            intent.out_of_scope or intent.confidence < p.confidence_threshold
+        ) and not intent.follow_up:
+            probe = self._probe_knowledge(text, view)
+            if probe is not None:
+                # the router only knows phrasings; the bot's own documents may still answer it
+                request.extras["answer"] = probe
+                request.confidence = float(probe.confidence)
+                request.intent = "knowledge"
+                return TurnPlan(
+                    "qa",
+                    request,
+                    note="answered from knowledge",
+                    state_updates={"low_confidence_streak": 0},
+                )
         if intent.out_of_scope and not intent.follow_up:
             streak = low_streak + 1
-            return TurnPlan("fallback", request, note="out of scope",
-                            state_updates={"low_confidence_streak": streak})
+            return TurnPlan(
+                "fallback",
+                request,
+                note="out of scope",
+                state_updates={"low_confidence_streak": streak},
+            )
         if intent.confidence < p.confidence_threshold and not intent.follow_up:
             streak = low_streak + 1
             if p.low_confidence_handoff and streak >= p.low_confidence_handoff:
@@ -204,35 +239,77 @@ class DialogueManager:
                     "with a person from our team? Just say 'talk to a person'."
                 )
                 return TurnPlan(
-                    "fallback", request,
-                    direct=Reply(text=text_, skill="fallback", confidence=intent.confidence,
-                                 data={"offer_handoff": True}),
+                    "fallback",
+                    request,
+                    direct=Reply(
+                        text=text_,
+                        skill="fallback",
+                        confidence=intent.confidence,
+                        data={"offer_handoff": True},
+                    ),
                     state_updates={"low_confidence_streak": streak},
                 )
             options = [(intent.skill, intent.confidence), *intent.alternatives]
             options = [(s, c) for s, c in options if s in self.registry and s != "fallback"][:2]
-            if len(options) == 2 and options[0][1] - options[1][1] <= max(p.clarify_margin, 0.25):
+            if len(options) == 2 and options[0][1] - options[1][1] <= p.clarify_margin:
                 return self._clarify(text, options, request, streak)
-            return TurnPlan("fallback", request, note="low confidence",
-                            state_updates={"low_confidence_streak": streak})
+            return TurnPlan(
+                "fallback",
+                request,
+                note="low confidence",
+                state_updates={"low_confidence_streak": streak},
+            )
         skill = self.registry.get(intent.skill) if intent.skill in self.registry else None
         if skill is None:
             return TurnPlan("fallback", request, note=f"no skill {intent.skill}")
         for slot in skill.slots:
             if slot.required and not request.slots.get(slot.name):
-                ask = Reply(text=slot.prompt, skill=skill.name, confidence=intent.confidence,
-                            data={"needs": slot.name})
+                ask = Reply(
+                    text=slot.prompt,
+                    skill=skill.name,
+                    confidence=intent.confidence,
+                    data={"needs": slot.name},
+                )
                 pending = {
-                    "type": "slot", "skill": skill.name, "slot": slot.name, "text": text,
-                    "slots": request.slots, "referent_kind": request.referent_kind,
-                    "referent": request.referent, "confidence": intent.confidence,
+                    "type": "slot",
+                    "skill": skill.name,
+                    "slot": slot.name,
+                    "text": text,
+                    "slots": request.slots,
+                    "referent_kind": request.referent_kind,
+                    "referent": request.referent,
+                    "confidence": intent.confidence,
                     "intent": intent.intent,
                 }
-                return TurnPlan(skill.name, request, direct=ask,
-                                state_updates={"pending": pending, "low_confidence_streak": 0})
+                return TurnPlan(
+                    skill.name,
+                    request,
+                    direct=ask,
+                    state_updates={"pending": pending, "low_confidence_streak": 0},
+                )
         return TurnPlan(skill.name, request, state_updates={"low_confidence_streak": 0})
 
-    def _clarify(self, text: str, options: list[tuple[str, float]], request: SkillRequest, streak: int) -> TurnPlan:
+    def _probe_knowledge(self, text: str, view: SessionView) -> Any:
+        """A confident answer from the knowledge base, or None."""
+        kb = self.services.knowledge
+        if kb is None or "qa" not in self.registry:
+            return None
+        memory = view.memory.get("qa", {})
+        context = {
+            "entities": memory.get("entities", []),
+            "last_question": memory.get("last_question"),
+            "last_answer": view.last_reply,
+        }
+        try:
+            ans = kb.answer(text, context=context)
+        except Exception:  # a probe must never break the turn
+            LOG.exception("knowledge probe failed")
+            return None
+        return ans if getattr(ans, "found", False) else None
+
+    def _clarify(
+        self, text: str, options: list[tuple[str, float]], request: SkillRequest, streak: int
+    ) -> TurnPlan:
         a, b = options[0][0], options[1][0]
         da = self.registry.get(a).description.rstrip(".")
         db = self.registry.get(b).description.rstrip(".")
@@ -240,21 +317,31 @@ class DialogueManager:
             f"I'm not sure what you'd like. Should I use {a} ({_lower_first(da)}) or {b} "
             f"({_lower_first(db)})? Reply 1 or 2, or rephrase."
         )
-        reply = Reply(text=question, skill="clarify", confidence=options[0][1],
-                      data={"options": [a, b]})
+        reply = Reply(
+            text=question, skill="clarify", confidence=options[0][1], data={"options": [a, b]}
+        )
         pending = {"type": "clarify", "options": [a, b], "text": text, "slots": request.slots}
-        return TurnPlan("clarify", request, direct=reply,
-                        state_updates={"pending": pending, "low_confidence_streak": streak})
+        return TurnPlan(
+            "clarify",
+            request,
+            direct=reply,
+            state_updates={"pending": pending, "low_confidence_streak": streak},
+        )
 
-    def _resolve_pending(self, pending: dict[str, Any], text: str, view: SessionView) -> TurnPlan | None:
+    def _resolve_pending(
+        self, pending: dict[str, Any], text: str, view: SessionView
+    ) -> TurnPlan | None:
         if pending.get("type") == "slot":
             value = self._fill_slot(pending["slot"], text)
             if value is None:
                 return None  # not an answer to the question: route normally, drop the question
             request = SkillRequest(
-                text=pending["text"], slots={**pending.get("slots", {}), pending["slot"]: value},
-                referent_kind=pending.get("referent_kind"), referent=pending.get("referent"),
-                confidence=float(pending.get("confidence", 1.0)), intent=pending.get("intent", ""),
+                text=pending["text"],
+                slots={**pending.get("slots", {}), pending["slot"]: value},
+                referent_kind=pending.get("referent_kind"),
+                referent=pending.get("referent"),
+                confidence=float(pending.get("confidence", 1.0)),
+                intent=pending.get("intent", ""),
                 session=view,
             )
             return TurnPlan(pending["skill"], request, note="slot filled")
@@ -263,8 +350,13 @@ class DialogueManager:
             choice = _pick_option(text, options)
             if choice is None:
                 return None
-            request = SkillRequest(text=pending["text"], slots=dict(pending.get("slots", {})),
-                                   confidence=1.0, intent=choice, session=view)
+            request = SkillRequest(
+                text=pending["text"],
+                slots=dict(pending.get("slots", {})),
+                confidence=1.0,
+                intent=choice,
+                session=view,
+            )
             return TurnPlan(choice, request, note="clarified")
         return None
 
@@ -290,8 +382,13 @@ class DialogueManager:
         if kind == "last_document" and view.last_document and "document" not in intent.slots:
             intent.slots["document"] = view.last_document
         return SkillRequest(
-            text=text, slots=dict(intent.slots), referent=referent, referent_kind=kind,
-            confidence=intent.confidence, intent=intent.intent, session=view,
+            text=text,
+            slots=dict(intent.slots),
+            referent=referent,
+            referent_kind=kind,
+            confidence=intent.confidence,
+            intent=intent.intent,
+            session=view,
         )
 
     # -- running a skill ---------------------------------------------------------------
@@ -310,19 +407,27 @@ class DialogueManager:
                     if item:
                         yield item
                 else:
-                    raise SkillError(f"skill {name} yielded {type(item).__name__}, not text or Reply")
+                    raise SkillError(
+                        f"skill {name} yielded {type(item).__name__}, not text or Reply"
+                    )
             if final is None:
                 raise SkillError(f"skill {name} ended without a Reply")
         except SkillError as exc:
-            final = Reply(text=f"Sorry, I couldn't do that: {exc}", skill=name, confidence=0.0,
-                          data={"error": str(exc)})
+            final = Reply(
+                text=f"Sorry, I couldn't do that: {exc}",
+                skill=name,
+                confidence=0.0,
+                data={"error": str(exc)},
+            )
             yield final.text
         except Exception as exc:  # a broken skill must not end the conversation
             LOG.exception("skill %s failed", name)
             final = Reply(
                 text=f"Sorry, something went wrong in the {name} skill ({type(exc).__name__}). "
                 "Please try again or rephrase.",
-                skill=name, confidence=0.0, data={"error": type(exc).__name__},
+                skill=name,
+                confidence=0.0,
+                data={"error": type(exc).__name__},
             )
             yield final.text
         if not final.skill:
@@ -336,7 +441,9 @@ class DialogueManager:
         state.pop("pending", None)
         state.update(plan.state_updates)
         if plan.direct is None or "pending" not in plan.state_updates:
-            state["last_skill"] = reply.skill if reply.skill not in {"clarify"} else state.get("last_skill")
+            state["last_skill"] = (
+                reply.skill if reply.skill not in {"clarify"} else state.get("last_skill")
+            )
         mem = reply.data.get("memory")
         if isinstance(mem, dict):
             memory = dict(state.get("memory", {}))

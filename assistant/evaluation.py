@@ -31,8 +31,12 @@ def classification_metrics(gold: list[str], pred: list[str]) -> dict[str, Any]:
         prec = tp / cm[:, i].sum() if cm[:, i].sum() else 0.0
         rec = tp / cm[i, :].sum() if cm[i, :].sum() else 0.0
         f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        per[lab] = {"precision": round(float(prec), 4), "recall": round(float(rec), 4),
-                    "f1": round(float(f1), 4), "support": int(cm[i, :].sum())}
+        per[lab] = {
+            "precision": round(float(prec), 4),
+            "recall": round(float(rec), 4),
+            "f1": round(float(f1), 4),
+            "support": int(cm[i, :].sum()),
+        }
         f1s.append(f1)
     acc = float(np.trace(cm) / max(1, cm.sum()))
     return {
@@ -119,9 +123,14 @@ def _markdown(r: dict[str, Any], png: str) -> str:
         "|---|---|---|---|---|",
     ]
     for lab, v in m["per_intent"].items():
-        lines.append(f"| {lab} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
+        lines.append(
+            f"| {lab} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+        )
     if r["unknown_intents"]:
-        lines += ["", f"Intents in the data that the router does not know: {', '.join(r['unknown_intents'])}"]
+        lines += [
+            "",
+            f"Intents in the data that the router does not know: {', '.join(r['unknown_intents'])}",
+        ]
     lines += ["", f"![confusion matrix]({png})", ""]
     return "\n".join(lines)
 
@@ -142,8 +151,15 @@ def _plot_confusion(labels: list[str], cm: np.ndarray, path: Path) -> None:
     for i in range(len(labels)):
         for j in range(len(labels)):
             if cm[i, j]:
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if cm[i, j] > cm.max() / 2 else "black",
+                )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

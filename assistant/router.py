@@ -123,8 +123,11 @@ class IntentRouter:
         texts = [e.text for e in examples]
         labels = [e.intent for e in examples]
         X = self.embedder.encode(texts)
-        head = IntentHead(seed=0, **self.head_params)
-        head.fit(X, labels, texts=texts)
+        try:
+            head = IntentHead(seed=0, **self.head_params)
+            head.fit(X, labels, texts=texts)
+        except (ValueError, RuntimeError) as exc:
+            raise RouterError(f"could not train the router: {exc}") from None
         self.head = head
         self.intent_skill = skill_of
         self.example_vecs = X.astype(np.float32)

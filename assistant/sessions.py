@@ -111,7 +111,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
             PRIMARY KEY (session_id, n)
         );
         CREATE UNIQUE INDEX turns_idem ON turns(session_id, idem_key) WHERE idem_key IS NOT NULL;
-        """
+        """,
     )
 
 
@@ -129,7 +129,7 @@ def m002_tickets(db: sqlite3.Connection) -> None:
             updated REAL NOT NULL
         );
         CREATE INDEX tickets_status ON tickets(status);
-        """
+        """,
     )
 
 
@@ -148,9 +148,7 @@ def _check_text(text: str, what: str) -> str:
 
 def validate_session_id(session_id: str) -> str:
     if not isinstance(session_id, str) or not SESSION_ID_RE.match(session_id):
-        raise SessionError(
-            "invalid session id: use 1-64 letters, digits, '.', '_', ':' or '-'"
-        )
+        raise SessionError("invalid session id: use 1-64 letters, digits, '.', '_', ':' or '-'")
     return session_id
 
 
@@ -253,7 +251,11 @@ class SessionStore:
         if row is None:
             raise UnknownSessionError(f"unknown session id: {session_id}")
         return Session(
-            id=row[0], title=row[1], created=row[2], updated=row[3], state=json.loads(row[4]),
+            id=row[0],
+            title=row[1],
+            created=row[2],
+            updated=row[3],
+            state=json.loads(row[4]),
             turns=row[5],
         )
 
@@ -275,7 +277,7 @@ class SessionStore:
             except SessionError:
                 return self.get(session_id)
 
-    def list(self, limit: int = 100) -> list[Session]:
+    def list_sessions(self, limit: int = 100) -> list[Session]:
         with self._db_lock:
             rows = self._db.execute(
                 "SELECT id, title, created, updated, state, "
@@ -284,7 +286,9 @@ class SessionStore:
                 (limit,),
             ).fetchall()
         return [
-            Session(id=r[0], title=r[1], created=r[2], updated=r[3], state=json.loads(r[4]), turns=r[5])
+            Session(
+                id=r[0], title=r[1], created=r[2], updated=r[3], state=json.loads(r[4]), turns=r[5]
+            )
             for r in rows
         ]
 
@@ -358,7 +362,10 @@ class SessionStore:
                         existing = self.find_idempotent(session_id, idempotency_key)
                         assert existing is not None
                         return existing
-                if db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is None:
+                if (
+                    db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone()
+                    is None
+                ):
                     raise UnknownSessionError(f"unknown session id: {session_id}")
                 n = db.execute(
                     "SELECT COALESCE(MAX(n), 0) + 1 FROM turns WHERE session_id = ?", (session_id,)
@@ -367,26 +374,44 @@ class SessionStore:
                     "INSERT INTO turns (session_id, n, kind, user_text, reply_text, skill, confidence,"
                     " sources, data, idem_key, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (
-                        session_id, n, kind, user_text, reply_text, skill, float(confidence),
+                        session_id,
+                        n,
+                        kind,
+                        user_text,
+                        reply_text,
+                        skill,
+                        float(confidence),
                         json.dumps(sources or [], ensure_ascii=False),
                         json.dumps(data or {}, ensure_ascii=False, default=str),
-                        idempotency_key, now,
+                        idempotency_key,
+                        now,
                     ),
                 )
-                sets, args = ["updated = ?"], [now]
+                sets: list[str] = ["updated = ?"]
+                args: list[Any] = [now]
                 if state is not None:
                     sets.append("state = ?")
                     args.append(json.dumps(state, ensure_ascii=False, default=str))
                 if title is not None:
                     sets.append("title = ?")
                     args.append(title)
-                db.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE id = ?", (*args, session_id))
+                db.execute(
+                    f"UPDATE sessions SET {', '.join(sets)} WHERE id = ?", (*args, session_id)
+                )
         except sqlite3.OperationalError as exc:
             raise SessionError(f"could not save the conversation: {exc}") from None
         return Turn(
-            session_id=session_id, n=n, user_text=user_text, reply_text=reply_text, skill=skill,
-            confidence=confidence, sources=sources or [], data=data or {}, kind=kind,
-            idempotency_key=idempotency_key, created=now,
+            session_id=session_id,
+            n=n,
+            user_text=user_text,
+            reply_text=reply_text,
+            skill=skill,
+            confidence=confidence,
+            sources=sources or [],
+            data=data or {},
+            kind=kind,
+            idempotency_key=idempotency_key,
+            created=now,
         )
 
     def set_state(self, session_id: str, state: dict[str, Any]) -> None:
@@ -443,7 +468,15 @@ class SessionStore:
 
 def _turn(r: tuple[Any, ...]) -> Turn:
     return Turn(
-        session_id=r[0], n=r[1], user_text=r[2], reply_text=r[3], skill=r[4], confidence=r[5],
-        sources=json.loads(r[6]), data=json.loads(r[7]), kind=r[8], idempotency_key=r[9],
+        session_id=r[0],
+        n=r[1],
+        user_text=r[2],
+        reply_text=r[3],
+        skill=r[4],
+        confidence=r[5],
+        sources=json.loads(r[6]),
+        data=json.loads(r[7]),
+        kind=r[8],
+        idempotency_key=r[9],
         created=r[10],
     )

@@ -14,18 +14,30 @@ from dataclasses import dataclass
 from skills.languages import LANGUAGE_NAMES, LANGUAGES  # noqa: F401 - re-exported
 
 _LANG_ALT = "|".join(sorted((re.escape(k) for k in LANGUAGES), key=len, reverse=True))
-_LANG_RE = re.compile(
-    rf"\b(?:into|to|in|auf|en|nach|ins)\s+(?P<lang>{_LANG_ALT})\b", re.IGNORECASE
-)
+_LANG_RE = re.compile(rf"\b(?:into|to|in|auf|en|nach|ins)\s+(?P<lang>{_LANG_ALT})\b", re.IGNORECASE)
 _BARE_LANG_RE = re.compile(rf"\b(?P<lang>{_LANG_ALT})\b", re.IGNORECASE)
 
 _NUMBER_WORDS = {
-    "one": 1, "a": 1, "single": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-    "seven": 7, "eight": 8, "nine": 9, "ten": 10, "a couple of": 2, "a few": 3,
+    "one": 1,
+    "a": 1,
+    "single": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "a couple of": 2,
+    "a few": 3,
 }
 _NUM = r"(?P<num>\d{1,3}|one|a single|single|two|three|four|five|six|seven|eight|nine|ten|a couple of|a few|a)"
 _SENT_RE = re.compile(rf"\b{_NUM}\s+(?:short\s+)?(?:sentences?|lines?)\b", re.IGNORECASE)
-_WORDS_RE = re.compile(rf"\b(?:in\s+|under\s+|within\s+|max(?:imum)?\s+)?{_NUM}\s+words?\b", re.IGNORECASE)
+_WORDS_RE = re.compile(
+    rf"\b(?:in\s+|under\s+|within\s+|max(?:imum)?\s+)?{_NUM}\s+words?\b", re.IGNORECASE
+)
 _PCT_RE = re.compile(r"\b(?P<pct>\d{1,2})\s?(?:%|percent\b)", re.IGNORECASE)
 _BULLETS_RE = re.compile(rf"\b{_NUM}\s+(?:bullet(?:\s+point)?s?|points)\b", re.IGNORECASE)
 
@@ -57,7 +69,9 @@ _ELLIPTIC_LANG_RE = re.compile(
     re.IGNORECASE,
 )
 _SUMMARIZE_VERB = re.compile(r"\b(summari[sz]e|summary|sum up|tl;?dr|recap|condense|gist)\b", re.I)
-_TRANSLATE_VERB = re.compile(r"\b(translate|translation|übersetze|traduis|traduce|say .* in)\b", re.I)
+_TRANSLATE_VERB = re.compile(
+    r"\b(translate|translation|übersetze|traduis|traduce|say .* in)\b", re.I
+)
 
 
 @dataclass
@@ -67,7 +81,7 @@ class FollowUp:
 
 
 def target_language(text: str) -> str | None:
-    """"into German", "auf Deutsch", "in French please" -> "de" / "fr"."""
+    """ "into German", "auf Deutsch", "in French please" -> "de" / "fr"."""
     m = _LANG_RE.search(text)
     if m:
         return LANGUAGES[m.group("lang").lower()]
@@ -85,7 +99,7 @@ def _num(value: str) -> int:
 
 
 def summary_length(text: str) -> str | None:
-    """"in two sentences" -> "sentences:2"; "50 words" -> "words:50"; "20%" -> "ratio:0.2"."""
+    """ "in two sentences" -> "sentences:2"; "50 words" -> "words:50"; "20%" -> "ratio:0.2"."""
     if m := _SENT_RE.search(text):
         return f"sentences:{max(1, min(50, _num(m.group('num'))))}"
     if m := _BULLETS_RE.search(text):
@@ -108,9 +122,39 @@ def _tokens(text: str) -> set[str]:
     return {t for t in re.findall(r"[a-z0-9]+", text.lower()) if len(t) > 2}
 
 
-_STOP = {"the", "and", "our", "your", "please", "summarize", "summarise", "summary", "document",
-         "doc", "file", "page", "policy", "about", "what", "does", "say", "give", "with", "sentences",
-         "sentence", "words", "into", "translate", "short", "brief", "that", "this", "for", "can", "you"}
+_STOP = {
+    "the",
+    "and",
+    "our",
+    "your",
+    "please",
+    "summarize",
+    "summarise",
+    "summary",
+    "document",
+    "doc",
+    "file",
+    "page",
+    "policy",
+    "about",
+    "what",
+    "does",
+    "say",
+    "give",
+    "with",
+    "sentences",
+    "sentence",
+    "words",
+    "into",
+    "translate",
+    "short",
+    "brief",
+    "that",
+    "this",
+    "for",
+    "can",
+    "you",
+}
 
 
 def document_name(text: str, names: list[str]) -> str | None:
@@ -127,7 +171,7 @@ def document_name(text: str, names: list[str]) -> str | None:
             continue
         if stem in text.lower():
             return name
-        overlap = len(words & name_words)
+        overlap: float = len(words & name_words)
         # prefix matches catch "refund" vs "refunds", "ship" vs "shipping"
         overlap += 0.5 * sum(
             1 for w in words for n in name_words if w != n and (w.startswith(n) or n.startswith(w))
@@ -150,7 +194,13 @@ def follow_up(text: str, last_skill: str | None, has_history: bool) -> FollowUp 
     translate = bool(_TRANSLATE_VERB.search(text))
     if not (summarize or translate):
         return None
-    skill = "summarize" if summarize and not translate else "translate" if translate and not summarize else None
+    skill = (
+        "summarize"
+        if summarize and not translate
+        else "translate"
+        if translate and not summarize
+        else None
+    )
     if _REF_CONVERSATION.search(text):
         return FollowUp(skill=skill, referent_kind="conversation")
     if _REF_USER.search(text):

@@ -173,7 +173,8 @@ class Embedder:
         with self._db_lock:
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
-                q = "SELECT k, v FROM vec WHERE k IN (%s)" % ",".join("?" * len(chunk))
+                marks = ",".join("?" * len(chunk))
+                q = f"SELECT k, v FROM vec WHERE k IN ({marks})"
                 for k, v in self._db.execute(q, chunk):
                     found[bytes(k)] = np.frombuffer(v, dtype=np.float32).copy()
         return found

@@ -128,6 +128,8 @@ class SkillRequest:
     confidence: float = 1.0  # the router's confidence that this skill is right
     intent: str = ""
     session: SessionView = field(default_factory=lambda: SessionView(session_id=""))
+    #: Work the dialogue manager already did for this skill (e.g. a knowledge answer it probed).
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class Services:
@@ -145,6 +147,7 @@ class Services:
         self.handoff: Any = None  # callable(session_id, reason) -> ticket id
         self.config: Any = None  # the bot's validated config
         self.capabilities: list[str] = []  # one-line descriptions of what the bot can do
+        self.phrasebook_path: Any = None  # translation memory (TSV with language-code columns)
         for k, v in kwargs.items():
             setattr(self, k, v)
 
@@ -186,7 +189,7 @@ class Skill:
                 f"not ({', '.join(params)})"
             )
 
-    def setup(self, services: Services) -> None:  # noqa: B027 - optional hook
+    def setup(self, services: Services) -> None:
         """Load heavy resources lazily, once, before the first ``handle`` call."""
 
     def handle(self, request: SkillRequest, services: Services) -> Iterator[str | Reply]:

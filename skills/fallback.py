@@ -9,7 +9,9 @@ from skills.base import Reply, Services, Skill, SkillRequest
 
 class FallbackSkill(Skill):
     name = "fallback"
-    description = "Answers messages that no other skill can handle by saying what the assistant can do."
+    description = (
+        "Answers messages that no other skill can handle by saying what the assistant can do."
+    )
     routable = False
 
     def handle(self, request: SkillRequest, services: Services) -> Iterator[str | Reply]:

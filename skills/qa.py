@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-from skills.base import Reply, Services, Skill, SkillRequest, Source
+from knowledge.errors import KnowledgeError
+from skills.base import Reply, Services, Skill, SkillError, SkillRequest, Source
 
 
 def citation_to_source(c: Any) -> Source:
@@ -22,7 +23,9 @@ def citation_to_source(c: Any) -> Source:
 
 class QASkill(Skill):
     name = "qa"
-    description = "Answers questions from the company's documents, FAQ and knowledge graph, with sources."
+    description = (
+        "Answers questions from the company's documents, FAQ and knowledge graph, with sources."
+    )
     examples = [
         "what is your refund policy",
         "how long does delivery take",
@@ -55,13 +58,20 @@ class QASkill(Skill):
             "last_answer": request.session.last_reply,
         }
         if more:
-            passages = kb.search(question, k=6)
+            try:
+                passages = kb.search(question, k=6)
+            except KnowledgeError as exc:
+                raise SkillError(str(exc)) from None
             shown = set(memory.get("shown", []))
             fresh = [p for p in passages if _key(p.citation) not in shown]
             if not fresh:
                 text = "That's everything I found on this. Would you like me to connect you with a person?"
                 yield text
-                yield self.reply(text, confidence=request.confidence, data={"found": False, "offer_handoff": True})
+                yield self.reply(
+                    text,
+                    confidence=request.confidence,
+                    data={"found": False, "offer_handoff": True},
+                )
                 return
             p = fresh[0]
             sources = [citation_to_source(p.citation)]
@@ -78,7 +88,12 @@ class QASkill(Skill):
                 },
             )
             return
-        ans = kb.answer(question, context=context)
+        ans = request.extras.get("answer")
+        if ans is None:
+            try:
+                ans = kb.answer(question, context=context)
+            except KnowledgeError as exc:
+                raise SkillError(str(exc)) from None
         if not ans.found:
             text = (
                 "I don't know the answer to that from the documents I have. "
@@ -104,7 +119,9 @@ class QASkill(Skill):
             data["document"] = doc
         yield self.reply(
             ans.text,
-            confidence=min(float(request.confidence), float(ans.confidence)) if request.confidence else float(ans.confidence),
+            confidence=min(float(request.confidence), float(ans.confidence))
+            if request.confidence
+            else float(ans.confidence),
             sources=sources,
             data=data,
         )

@@ -128,7 +128,9 @@ def textrank(
     return sorted(chosen)
 
 
-def summarize_text(text: str, embedder: object, length: str | None = None) -> tuple[str, list[Unit]]:
+def summarize_text(
+    text: str, embedder: object, length: str | None = None
+) -> tuple[str, list[Unit]]:
     units = split_units(text)
     if not units:
         return "", []
@@ -148,7 +150,9 @@ def summarize_text(text: str, embedder: object, length: str | None = None) -> tu
     return summary, picked
 
 
-_INLINE = re.compile(r"^\s*(?:please\s+)?(?:summari[sz]e|sum up|tl;?dr)[^:]*:\s*(?P<body>.+)$", re.I | re.S)
+_INLINE = re.compile(
+    r"^\s*(?:please\s+)?(?:summari[sz]e|sum up|tl;?dr)[^:]*:\s*(?P<body>.+)$", re.I | re.S
+)
 _QUOTED = re.compile(r"[\"“«„](?P<body>[^\"”»“]{20,})[\"”»“]", re.S)
 
 
@@ -211,9 +215,11 @@ class SummarizeSkill(Skill):
             lines = []
             for role, t in session.history:
                 lines.append(f"{'User' if role == 'user' else 'Assistant'}: {t}")
-            return "\n".join(lines) if lines else None, "conversation", [
-                Source(kind="session", title=f"session {session.session_id}")
-            ]
+            return (
+                "\n".join(lines) if lines else None,
+                "conversation",
+                [Source(kind="session", title=f"session {session.session_id}")],
+            )
         doc_name = request.slots.get("document")
         if kind == "last_document" and not doc_name:
             doc_name = session.last_document
@@ -223,9 +229,21 @@ class SummarizeSkill(Skill):
                 title, body = found
                 return body, f"document {title}", [Source(kind="document", title=title, ref=title)]
         if kind in ("last_reply", None) and session.last_reply and kind == "last_reply":
-            return session.last_reply, "last reply", [Source(kind="session", title="previous reply")]
+            return (
+                session.last_reply,
+                "last reply",
+                [Source(kind="session", title="previous reply")],
+            )
         if kind == "last_user_text" and session.last_user_text:
             return session.last_user_text, "your last message", []
-        if kind is None and session.last_reply and re.search(r"\b(that|it|this)\b", request.text, re.I):
-            return session.last_reply, "last reply", [Source(kind="session", title="previous reply")]
+        if (
+            kind is None
+            and session.last_reply
+            and re.search(r"\b(that|it|this)\b", request.text, re.I)
+        ):
+            return (
+                session.last_reply,
+                "last reply",
+                [Source(kind="session", title="previous reply")],
+            )
         return None, "", []

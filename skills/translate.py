@@ -19,12 +19,123 @@ from skills.base import Reply, Services, Skill, SkillRequest, Slot, Source
 from skills.languages import language_name
 
 _STOPWORDS = {
-    "en": {"the", "and", "is", "are", "you", "your", "my", "to", "of", "it", "in", "for", "what", "where", "i", "please", "thank", "order"},
-    "de": {"der", "die", "das", "und", "ist", "sind", "ich", "sie", "nicht", "mein", "meine", "wo", "was", "bitte", "danke", "ein", "eine", "zu", "mit", "ihre"},
-    "fr": {"le", "la", "les", "et", "est", "je", "vous", "pas", "mon", "ma", "où", "que", "merci", "une", "un", "pour", "avec", "votre", "des", "commande"},
-    "es": {"el", "la", "los", "las", "y", "es", "yo", "usted", "no", "mi", "dónde", "que", "gracias", "una", "un", "para", "con", "por"},
-    "it": {"il", "lo", "la", "gli", "e", "è", "io", "non", "mio", "dove", "che", "grazie", "una", "un", "per", "con"},
-    "nl": {"de", "het", "en", "is", "ik", "niet", "mijn", "waar", "wat", "bedankt", "een", "voor", "met"},
+    "en": {
+        "the",
+        "and",
+        "is",
+        "are",
+        "you",
+        "your",
+        "my",
+        "to",
+        "of",
+        "it",
+        "in",
+        "for",
+        "what",
+        "where",
+        "i",
+        "please",
+        "thank",
+        "order",
+    },
+    "de": {
+        "der",
+        "die",
+        "das",
+        "und",
+        "ist",
+        "sind",
+        "ich",
+        "sie",
+        "nicht",
+        "mein",
+        "meine",
+        "wo",
+        "was",
+        "bitte",
+        "danke",
+        "ein",
+        "eine",
+        "zu",
+        "mit",
+        "ihre",
+    },
+    "fr": {
+        "le",
+        "la",
+        "les",
+        "et",
+        "est",
+        "je",
+        "vous",
+        "pas",
+        "mon",
+        "ma",
+        "où",
+        "que",
+        "merci",
+        "une",
+        "un",
+        "pour",
+        "avec",
+        "votre",
+        "des",
+        "commande",
+    },
+    "es": {
+        "el",
+        "la",
+        "los",
+        "las",
+        "y",
+        "es",
+        "yo",
+        "usted",
+        "no",
+        "mi",
+        "dónde",
+        "que",
+        "gracias",
+        "una",
+        "un",
+        "para",
+        "con",
+        "por",
+    },
+    "it": {
+        "il",
+        "lo",
+        "la",
+        "gli",
+        "e",
+        "è",
+        "io",
+        "non",
+        "mio",
+        "dove",
+        "che",
+        "grazie",
+        "una",
+        "un",
+        "per",
+        "con",
+    },
+    "nl": {
+        "de",
+        "het",
+        "en",
+        "is",
+        "ik",
+        "niet",
+        "mijn",
+        "waar",
+        "wat",
+        "bedankt",
+        "een",
+        "voor",
+        "met",
+    },
 }
 
 _QUOTED = re.compile(r"[\"“«„'](?P<body>[^\"”»“]{2,}?)[\"”»“']")
@@ -64,7 +175,9 @@ class Phrasebook:
             rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in reader]
         return cls([r for r in rows if any(r.values())])
 
-    def lookup(self, text: str, src: str, tgt: str, cutoff: float = 0.85) -> tuple[str, float, str] | None:
+    def lookup(
+        self, text: str, src: str, tgt: str, cutoff: float = 0.85
+    ) -> tuple[str, float, str] | None:
         """(translation, similarity, matched source phrase) or None."""
         norm = _norm(text)
         candidates = [(r, _norm(r.get(src, ""))) for r in self.rows if r.get(src) and r.get(tgt)]
@@ -85,7 +198,9 @@ def _norm(s: str) -> str:
 
 class TranslateSkill(Skill):
     name = "translate"
-    description = "Translates text between languages, using the phrasebook and local translation models."
+    description = (
+        "Translates text between languages, using the phrasebook and local translation models."
+    )
     examples = [
         "translate that into German",
         "how do you say thank you in French",
@@ -101,7 +216,7 @@ class TranslateSkill(Skill):
         self._phrasebooks: dict[str, Phrasebook] = {}
 
     def handle(self, request: SkillRequest, services: Services) -> Iterator[str | Reply]:
-        text, what = self._text(request)
+        text, _what = self._text(request)
         if text is None:
             msg = "What should I translate? Put the text in quotes, or say 'translate that' after a reply."
             yield msg
@@ -118,7 +233,11 @@ class TranslateSkill(Skill):
         if not tgt:  # the dialogue manager asks for required slots; this is a safety net
             msg = self.slots[0].prompt
             yield msg
-            yield self.reply(msg, confidence=request.confidence, data={"needs": "target_language", "memory": memory})
+            yield self.reply(
+                msg,
+                confidence=request.confidence,
+                data={"needs": "target_language", "memory": memory},
+            )
             return
         if src == tgt:
             msg = f"That text already looks like {language_name(tgt)}."
@@ -135,8 +254,13 @@ class TranslateSkill(Skill):
                     out,
                     confidence=min(request.confidence, sim) if request.confidence else sim,
                     sources=[Source(kind="memory", title="phrasebook", snippet=matched, score=sim)],
-                    data={"method": "translation memory", "source_language": src,
-                          "target_language": tgt, "match": round(sim, 3), "memory": memory},
+                    data={
+                        "method": "translation memory",
+                        "source_language": src,
+                        "target_language": tgt,
+                        "match": round(sim, 3),
+                        "memory": memory,
+                    },
                 )
                 return
         translator = services.translator
@@ -147,9 +271,15 @@ class TranslateSkill(Skill):
                 yield piece
             out = "".join(chunks).strip()
             yield self.reply(
-                out, confidence=request.confidence,
-                data={"method": "model", "model": translator.name(src, tgt), "source_language": src,
-                      "target_language": tgt, "memory": memory},
+                out,
+                confidence=request.confidence,
+                data={
+                    "method": "model",
+                    "model": translator.name(src, tgt),
+                    "source_language": src,
+                    "target_language": tgt,
+                    "memory": memory,
+                },
             )
             return
         msg = (
@@ -158,15 +288,26 @@ class TranslateSkill(Skill):
             f"llmos train translator --pairs PAIRS.tsv --src {src} --tgt {tgt}"
         )
         yield msg
-        yield self.reply(msg, confidence=request.confidence,
-                         data={"method": "none", "source_language": src, "target_language": tgt, "memory": memory})
+        yield self.reply(
+            msg,
+            confidence=request.confidence,
+            data={
+                "method": "none",
+                "source_language": src,
+                "target_language": tgt,
+                "memory": memory,
+            },
+        )
 
     def _text(self, request: SkillRequest) -> tuple[str | None, str]:
         if request.referent_kind == "translate_source":
             mem = request.session.memory.get(self.name, {})
             if mem.get("source_text"):
                 return str(mem["source_text"]), "previous text"
-        if request.referent_kind in ("last_reply", "last_user_text", "last_document") and request.referent:
+        if (
+            request.referent_kind in ("last_reply", "last_user_text", "last_document")
+            and request.referent
+        ):
             return request.referent, request.referent_kind
         if m := _AFTER_COLON.match(request.text):
             return m.group("body").strip(), "message"

@@ -22,7 +22,9 @@ def tsv(path, header):
 
 
 def jsonl(path):
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 def test_files_are_utf8_with_lf():
@@ -37,7 +39,14 @@ def test_config_and_intents():
     assert load_config(DEMO_ROOT / "llmos.yaml").name == "Juniper Home Assistant"
     intents = load_intents(DEMO_ROOT / "intents.yaml")
     held = load_intents(DEMO_ROOT / "eval" / "router.yaml")
-    for required in ["order_status", "refunds", "opening_hours", "human_agent", "greeting", "thanks"]:
+    for required in [
+        "order_status",
+        "refunds",
+        "opening_hours",
+        "human_agent",
+        "greeting",
+        "thanks",
+    ]:
         assert required in intents
     seen: dict[str, str] = {}
     for name, spec in [*intents.items(), *(("eval:" + n, s) for n, s in held.items())]:

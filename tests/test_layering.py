@@ -50,15 +50,22 @@ def test_no_unsafe_deserialisation():
             tree = ast.parse(src)
             for node in ast.walk(tree):
                 if isinstance(node, ast.Import | ast.ImportFrom):
-                    mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-                    assert not any(m.split(".")[0] in {"pickle", "dill", "cloudpickle"} for m in mods), path
+                    mods = (
+                        [a.name for a in node.names]
+                        if isinstance(node, ast.Import)
+                        else [node.module or ""]
+                    )
+                    assert not any(
+                        m.split(".")[0] in {"pickle", "dill", "cloudpickle"} for m in mods
+                    ), path
                 if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "load":
                     base = getattr(node.func, "value", None)
                     if getattr(base, "id", "") == "torch":
                         kw = {k.arg: k.value for k in node.keywords}
-                        assert "weights_only" in kw and getattr(kw["weights_only"], "value", None) is True, (
-                            f"{path}:{node.lineno} torch.load without weights_only=True"
-                        )
+                        assert (
+                            "weights_only" in kw
+                            and getattr(kw["weights_only"], "value", None) is True
+                        ), f"{path}:{node.lineno} torch.load without weights_only=True"
 
 
 def test_public_api_exports():

@@ -20,7 +20,13 @@ runner = CliRunner()
 def run_cli(args, cwd=None, input=None, timeout=600):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        LLMOS + args, cwd=cwd, input=input, capture_output=True, text=True, timeout=timeout, env=env,
+        LLMOS + args,
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
         stdin=None if input is not None else subprocess.DEVNULL,
     )
 
@@ -32,7 +38,10 @@ def test_init_scaffolds_a_valid_project(tmp_path):
         assert (tmp_path / "mybot" / p).exists()
     again = run_cli(["init", str(tmp_path / "mybot")])
     assert again.returncode == 1
-    assert again.stderr.strip() == f"error: {tmp_path / 'mybot'} already holds a bot project (llmos.yaml exists)"
+    assert (
+        again.stderr.strip()
+        == f"error: {tmp_path / 'mybot'} already holds a bot project (llmos.yaml exists)"
+    )
 
 
 def test_ask_json_in_a_project(project_dir):
@@ -41,8 +50,17 @@ def test_ask_json_in_a_project(project_dir):
     out = json.loads(r.stdout)
     assert set(out) >= {"text", "skill", "confidence", "sources", "session_id"}
     assert out["skill"] == "smalltalk"
-    r2 = run_cli(["ask", "how do I add documents?", "--project", str(project_dir), "--json",
-                  "--session", out["session_id"]])
+    r2 = run_cli(
+        [
+            "ask",
+            "how do I add documents?",
+            "--project",
+            str(project_dir),
+            "--json",
+            "--session",
+            out["session_id"],
+        ]
+    )
     assert r2.returncode == 0, r2.stderr
     out2 = json.loads(r2.stdout)
     assert out2["session_id"] == out["session_id"]
@@ -53,9 +71,18 @@ def test_ask_json_in_a_project(project_dir):
     ("args", "message"),
     [
         (["ask", "   "], "error: message is empty"),
-        (["ask", "hello", "--session", "no-such-session"], "error: unknown session id: no-such-session"),
-        (["ask", "hi", "--project", "/definitely/not/here"], "error: project directory not found: /definitely/not/here"),
-        (["eval", "router", "--data", "/nope.yaml"], "error: evaluation file not found: /nope.yaml"),
+        (
+            ["ask", "hello", "--session", "no-such-session"],
+            "error: unknown session id: no-such-session",
+        ),
+        (
+            ["ask", "hi", "--project", "/definitely/not/here"],
+            "error: project directory not found: /definitely/not/here",
+        ),
+        (
+            ["eval", "router", "--data", "/nope.yaml"],
+            "error: evaluation file not found: /nope.yaml",
+        ),
     ],
 )
 def test_user_errors_are_one_line(args, message, project_dir):
@@ -73,14 +100,21 @@ def test_malformed_project_yaml_names_line_and_field(project_dir):
     assert r.returncode == 1
     assert r.stderr.strip().startswith("error: llmos.yaml line 3: router.confidence_threshold:")
     (project_dir / "llmos.yaml").write_text("name: x\n")
-    (project_dir / "intents.yaml").write_text("intents:\n  a:\n    skill: nosuch\n    examples: [x]\n")
+    (project_dir / "intents.yaml").write_text(
+        "intents:\n  a:\n    skill: nosuch\n    examples: [x]\n"
+    )
     r = run_cli(["ask", "hi", "--project", str(project_dir)])
     assert r.returncode == 1
     assert "intents.yaml: intent 'a' uses unknown skill 'nosuch'" in r.stderr
 
 
 def test_invalid_utf8_argument():
-    r = subprocess.run(LLMOS + [b"ask", b"caf\xe9 \xff"], capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [*LLMOS, b"ask", b"caf\xe9 \xff"],
+        capture_output=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 1
     assert b"lone surrogate" in r.stderr and b"Traceback" not in r.stderr
 
@@ -108,7 +142,18 @@ def test_train_and_eval_router(project_dir, tmp_path):
         "intents:\n  greeting:\n    skill: smalltalk\n    examples: [hey hello, good evening]\n"
         "  human_agent:\n    skill: handoff\n    examples: [let me speak with a human please]\n"
     )
-    r = run_cli(["eval", "router", "--data", str(data), "--project", str(project_dir), "--out", str(tmp_path / "rep")])
+    r = run_cli(
+        [
+            "eval",
+            "router",
+            "--data",
+            str(data),
+            "--project",
+            str(project_dir),
+            "--out",
+            str(tmp_path / "rep"),
+        ]
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "rep" / "router_eval.json").read_text())
     assert report["examples"] == 3

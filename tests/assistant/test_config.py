@@ -45,7 +45,7 @@ def test_unknown_field_is_reported(tmp_path):
 
 def test_out_of_range(tmp_path):
     p = write(tmp_path, "llmos.yaml", "router:\n  confidence_threshold: 7\n")
-    with pytest.raises(ConfigError, match="line 2: router.confidence_threshold"):
+    with pytest.raises(ConfigError, match=r"line 2: router\.confidence_threshold"):
         load_config(p)
 
 
@@ -59,7 +59,11 @@ def test_not_a_mapping_and_binary(tmp_path):
 
 
 def test_intents_valid_and_invalid(tmp_path):
-    ok = write(tmp_path, "intents.yaml", "intents:\n  greet:\n    skill: smalltalk\n    examples: [hi, hello]\n")
+    ok = write(
+        tmp_path,
+        "intents.yaml",
+        "intents:\n  greet:\n    skill: smalltalk\n    examples: [hi, hello]\n",
+    )
     assert load_intents(ok)["greet"].examples == ["hi", "hello"]
     bad = write(tmp_path, "i2.yaml", "intents:\n  greet:\n    skill: smalltalk\n    examples: []\n")
     with pytest.raises(ConfigError, match=r"i2.yaml line 4: intents.greet.examples"):
@@ -67,7 +71,9 @@ def test_intents_valid_and_invalid(tmp_path):
     missing = write(tmp_path, "i3.yaml", "intents:\n  greet:\n    examples: [hi]\n")
     with pytest.raises(ConfigError, match=r"i3.yaml line 2: intents.greet.skill: Field required"):
         load_intents(missing)
-    blank = write(tmp_path, "i4.yaml", "intents:\n  greet:\n    skill: smalltalk\n    examples: [hi, '  ']\n")
+    blank = write(
+        tmp_path, "i4.yaml", "intents:\n  greet:\n    skill: smalltalk\n    examples: [hi, '  ']\n"
+    )
     with pytest.raises(ConfigError, match="examples"):
         load_intents(blank)
 

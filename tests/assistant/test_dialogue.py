@@ -96,10 +96,10 @@ def test_bad_input_gets_clear_error_and_state_is_intact(demo_bot, message, match
 
 
 def test_unknown_session_is_an_error_not_a_new_session(demo_bot):
-    before = len(demo_bot.store.list(limit=10_000))
+    before = len(demo_bot.store.list_sessions(limit=10_000))
     with pytest.raises(UnknownSessionError, match="unknown session id: does-not-exist"):
         demo_bot.chat("hello", "does-not-exist")
-    assert len(demo_bot.store.list(limit=10_000)) == before
+    assert len(demo_bot.store.list_sessions(limit=10_000)) == before
 
 
 def test_streaming_yields_chunks_then_reply(demo_bot):
@@ -114,7 +114,9 @@ def test_sessions_survive_restart(demo_bot, embedder):
 
     sid = demo_bot.new_session()
     demo_bot.chat("hello", sid)
-    bot2 = Assistant.demo(embedder=embedder, entry_points=False, language_model=False, knowledge=False)
+    bot2 = Assistant.demo(
+        embedder=embedder, entry_points=False, language_model=False, knowledge=False
+    )
     try:
         assert [t.user_text for t in bot2.transcript(sid)] == ["hello"]
         assert bot2.chat("thanks", sid).data["turn"] == 2
@@ -138,8 +140,13 @@ def policy_dm(tmp_path):
 
     def make(intents, **policy):
         dm = DialogueManager(
-            ScriptedRouter(intents), reg, store,
-            Services(handoff=lambda sid, why: store.open_ticket(sid, why).id, capabilities=["answer questions"]),
+            ScriptedRouter(intents),
+            reg,
+            store,
+            Services(
+                handoff=lambda sid, why: store.open_ticket(sid, why).id,
+                capabilities=["answer questions"],
+            ),
             DialoguePolicy(**policy),
         )
         return dm, store.create().id
@@ -170,8 +177,11 @@ def test_clarification_answer_runs_the_chosen_skill(policy_dm):
 
 def test_low_confidence_twice_offers_a_person(policy_dm):
     low = Intent("qa", "qa", 0.2, alternatives=[("summarize", 0.01)])
-    dm, sid = policy_dm([low, Intent("qa", "qa", 0.2, alternatives=[("summarize", 0.01)])],
-                        confidence_threshold=0.45, low_confidence_handoff=2)
+    dm, sid = policy_dm(
+        [low, Intent("qa", "qa", 0.2, alternatives=[("summarize", 0.01)])],
+        confidence_threshold=0.45,
+        low_confidence_handoff=2,
+    )
     r1 = dm.turn(sid, "blorp")
     assert r1.skill == "fallback"
     r2 = dm.turn(sid, "zzzk")

@@ -13,9 +13,22 @@ REPO = Path(__file__).resolve().parents[2]
 def test_weather_example_is_installed_discovered_and_routed(tmp_path, project_dir):
     target = tmp_path / "site"
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(REPO / "examples" / "weather_skill")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(REPO / "examples" / "weather_skill"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert pip.returncode == 0, pip.stderr
     script = textwrap.dedent(
@@ -29,7 +42,9 @@ def test_weather_example_is_installed_discovered_and_routed(tmp_path, project_di
         """
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(REPO)])}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600
+    )
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert "weather" in res["skills"]

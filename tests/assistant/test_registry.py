@@ -73,7 +73,9 @@ def _fake_dist(tmp_path, name, module_src, ep_value):
 
 
 def test_broken_plugins_are_reported_not_fatal(tmp_path, monkeypatch):
-    site = _fake_dist(tmp_path, "broken_import", "import does_not_exist_xyz\n", "broken_import:Skill")
+    site = _fake_dist(
+        tmp_path, "broken_import", "import does_not_exist_xyz\n", "broken_import:Skill"
+    )
     _fake_dist(
         tmp_path,
         "bad_signature",

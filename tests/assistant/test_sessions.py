@@ -24,12 +24,17 @@ def test_turns_survive_restart(tmp_path):
     path = tmp_path / "s.db"
     s = SessionStore(path)
     sid = s.create(title="hello").id
-    s.append(sid, "hi", "hello!", skill="smalltalk", confidence=0.9, state={"last_skill": "smalltalk"})
+    s.append(
+        sid, "hi", "hello!", skill="smalltalk", confidence=0.9, state={"last_skill": "smalltalk"}
+    )
     s.append(sid, "bye", "goodbye", skill="smalltalk", confidence=0.8)
     s.close()
     s2 = SessionStore(path)
     turns = s2.turns(sid)
-    assert [(t.n, t.user_text, t.reply_text) for t in turns] == [(1, "hi", "hello!"), (2, "bye", "goodbye")]
+    assert [(t.n, t.user_text, t.reply_text) for t in turns] == [
+        (1, "hi", "hello!"),
+        (2, "bye", "goodbye"),
+    ]
     assert s2.get(sid).state == {"last_skill": "smalltalk"}
     assert s2.get(sid).turns == 2
     assert s2.integrity_check() == "ok"
@@ -111,6 +116,6 @@ def test_list_rename_delete(store):
     a = store.create(title="first").id
     b = store.create().id
     store.rename(b, "second")
-    assert {s.title for s in store.list()} == {"first", "second"}
+    assert {s.title for s in store.list_sessions()} == {"first", "second"}
     store.delete(a)
-    assert [s.id for s in store.list()] == [b]
+    assert [s.id for s in store.list_sessions()] == [b]

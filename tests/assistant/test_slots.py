@@ -35,7 +35,10 @@ def test_summary_length(text, spec):
 def test_document_name():
     names = ["refund-policy.md", "shipping-and-delivery.md", "warranty.md", "faq.csv"]
     assert slots.document_name("summarize the refund policy", names) == "refund-policy.md"
-    assert slots.document_name("what does the shipping document say", names) == "shipping-and-delivery.md"
+    assert (
+        slots.document_name("what does the shipping document say", names)
+        == "shipping-and-delivery.md"
+    )
     assert slots.document_name("summarize the warranty.md file", names) == "warranty.md"
     assert slots.document_name("summarize our conversation", names) is None
 

@@ -1,0 +1,160 @@
+"""Evaluate answers and retrieval of a knowledge base from JSONL files.
+
+QA file, one object a line: ``{"question", "answer", "source"?}``; an answer counts as right
+when the expected text occurs in it (case and spacing ignored) and, if ``source`` is given,
+a citation names that file or FAQ question. Retrieval file: ``{"query", "relevant": [...]}``
+where each relevant entry is a document file name or a FAQ question. Reports are written
+as Markdown and JSON (atomically) so they can be diffed between runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knowledge.errors import KnowledgeError
+
+MAX_EVAL_BYTES = 20 * 1024 * 1024
+
+
+def _norm(s: str) -> str:
+    return " ".join(re.findall(r"[^\W_]+", s.lower()))
+
+
+def load_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict]:
+    """Rows of a JSONL file, each checked for ``required`` keys; KnowledgeError names the line."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_EVAL_BYTES:
+            raise KnowledgeError(f"{p}: evaluation file larger than {MAX_EVAL_BYTES >> 20} MB")
+        text = p.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise KnowledgeError(f"{p}: cannot read ({exc.strerror or exc})") from exc
+    rows = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise KnowledgeError(f"{p}: line {i} is not valid JSON ({exc})") from exc
+        if not isinstance(obj, dict) or any(k not in obj for k in required):
+            raise KnowledgeError(f"{p}: line {i} needs the keys {', '.join(required)}")
+        rows.append(obj)
+    if not rows:
+        raise KnowledgeError(f"{p}: no evaluation rows")
+    return rows
+
+
+def _cites(citations: list, source: str) -> bool:
+    want = _norm(Path(source).name)
+    return any(
+        want in (_norm(c.title), _norm(Path(c.ref).name) if c.ref else "") for c in citations
+    )
+
+
+def eval_qa(kb: Any, rows: list[dict]) -> dict:
+    """Answer accuracy, found rate and source accuracy over QA rows."""
+    details, t0 = [], time.perf_counter()
+    for r in rows:
+        ans = kb.answer(str(r["question"]))
+        expected = str(r["answer"])
+        right = bool(ans.found and _norm(expected) and _norm(expected) in _norm(ans.text))
+        src_ok = _cites(ans.citations, str(r["source"])) if r.get("source") else None
+        details.append({"question": r["question"], "expected": expected, "got": ans.text,
+                        "kind": ans.kind, "found": ans.found, "correct": right,
+                        "source_ok": src_ok, "confidence": round(ans.confidence, 4)})  # fmt: skip
+    n = len(details)
+    with_src = [d["source_ok"] for d in details if d["source_ok"] is not None]
+    return {
+        "kind": "qa",
+        "n": n,
+        "accuracy": sum(d["correct"] for d in details) / n,
+        "found_rate": sum(d["found"] for d in details) / n,
+        "source_accuracy": (sum(with_src) / len(with_src)) if with_src else None,
+        "seconds": time.perf_counter() - t0,
+        "details": details,
+    }
+
+
+def eval_retrieval(kb: Any, rows: list[dict], k: int = 5) -> dict:
+    """MAP, MRR, recall@k and P@k; results are de-duplicated by document / FAQ question."""
+    aps, rrs, recalls, precs, details = [], [], [], [], []
+    t0 = time.perf_counter()
+    for r in rows:
+        relevant = {_norm(Path(str(x)).name) for x in (r["relevant"] or [])}
+        if not relevant:
+            raise KnowledgeError(f"query {r['query']!r}: 'relevant' is empty")
+        ranked: list[str] = []
+        for p in kb.search(str(r["query"]), k=max(4 * k, 20)):
+            key = _norm(p.citation.title)
+            if key not in ranked:
+                ranked.append(key)
+        hits, ap, rr = 0, 0.0, 0.0
+        for i, key in enumerate(ranked, start=1):
+            if key in relevant:
+                hits += 1
+                ap += hits / i
+                rr = rr or 1.0 / i
+        top = ranked[:k]
+        aps.append(ap / len(relevant))
+        rrs.append(rr)
+        recalls.append(len(relevant & set(top)) / len(relevant))
+        precs.append(sum(t in relevant for t in top) / k)
+        details.append({"query": r["query"], "relevant": sorted(relevant), "top": top})
+    return {
+        "kind": "retrieval",
+        "n": len(rows),
+        "k": k,
+        "MAP": float(np.mean(aps)),
+        "MRR": float(np.mean(rrs)),
+        f"recall@{k}": float(np.mean(recalls)),
+        f"P@{k}": float(np.mean(precs)),
+        "seconds": time.perf_counter() - t0,
+        "details": details,
+    }
+
+
+def write_report(report: dict, out_dir: Path, name: str) -> tuple[Path, Path]:
+    """Write ``<name>.json`` and ``<name>.md`` into ``out_dir`` atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {k: v for k, v in report.items() if k != "details"}
+    lines = [f"# {name}", "", f"Date: {time.strftime('%Y-%m-%d %H:%M')}", "",
+             "| metric | value |", "|---|---|"]  # fmt: skip
+    for key, v in summary.items():
+        lines.append(f"| {key} | {v:.4f} |" if isinstance(v, float) else f"| {key} | {v} |")
+    if report["kind"] == "qa":
+        wrong = [d for d in report["details"] if not d["correct"]][:20]
+        if wrong:
+            lines += [
+                "",
+                "## Misses (first 20)",
+                "",
+                "| question | expected | got |",
+                "|---|---|---|",
+            ]
+            lines += [f"| {_cell(d['question'])} | {_cell(d['expected'])} | {_cell(d['got'])} |"
+                      for d in wrong]  # fmt: skip
+    paths = (out_dir / f"{name}.json", out_dir / f"{name}.md")
+    _atomic(paths[0], json.dumps(report, indent=2, ensure_ascii=False))
+    _atomic(paths[1], "\n".join(lines) + "\n")
+    return paths
+
+
+def _cell(s: str) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")[:120]
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,459 @@
+"""Pretrain a causal LM on a plain-text corpus: ``llmos train lm`` and ``python -m lm.train``.
+
+One process by default (CPU or one GPU). The same script scales out with accelerate::
+
+    accelerate launch --num_processes 8 -m lm.train --corpus data/ --preset base --steps 50000
+
+Under ``accelerate launch`` (``WORLD_SIZE > 1``) the model and optimizer go through
+``Accelerator.prepare`` (DDP), each rank samples its own batches (seed + rank), gradients are
+averaged by DDP, and only rank 0 writes checkpoints, logs and the loss curve. Multi-node works
+the same way (``--num_machines``/``--machine_rank``); only the single-process path is tested.
+
+The loop follows nanoGPT: random windows of the token stream, the last 10% held out, warmup +
+cosine learning rate, gradient accumulation and clipping, periodic evaluation on fixed held-out
+batches, ``best/`` (lowest validation loss) and ``last/`` (resumable, with optimizer and RNG
+state) checkpoints, and ``loss_curve.png``. ``--resume`` continues from ``last/`` on the same
+data order, so the loss curve carries on exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lm.checkpoint import (
+    is_complete,
+    load_training_state,
+    save_training_state,
+    write_checkpoint_dir,
+)
+from lm.data import encode_documents, get_batch, read_corpus, split_tokens
+from lm.errors import CheckpointError, LMError
+from lm.model import build_config, build_model, count_parameters, get_preset
+from lm.optim import OPTIMIZERS, lr_at, make_optimizer, set_lr
+
+ProgressFn = Callable[[int, int, dict[str, Any]], None]
+
+
+@dataclass
+class TrainConfig:
+    """Options of one pretraining run; ``None`` means "the preset's default"."""
+
+    preset: str = "small"
+    steps: int | None = None  # stop after this many optimizer steps
+    time_budget_s: float | None = None  # or after this much wall-clock time
+    batch_size: int | None = None
+    block_size: int | None = None
+    learning_rate: float | None = None
+    min_lr_ratio: float = 0.1
+    warmup_steps: int | None = None
+    weight_decay: float = 0.1
+    optimizer: str = "adamw"
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    eval_interval: int = 100
+    eval_iters: int = 20
+    seed: int = 1337
+    dtype: str = "auto"  # auto: bf16 autocast on GPUs that support it, fp32 on CPU
+    compile: bool = False
+    tokenizer: str = "bpe"  # or "char"
+    vocab_size: int | None = None
+    val_fraction: float = 0.1
+    device: str = "auto"
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"num_hidden_layers": 6}
+
+    def validate(self) -> None:
+        if self.optimizer.lower() not in OPTIMIZERS:
+            raise LMError(
+                f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.tokenizer not in ("bpe", "char"):
+            raise LMError("tokenizer must be 'bpe' or 'char'")
+        if self.steps is not None and self.steps <= 0:
+            raise LMError("--steps must be positive")
+        if self.grad_accum < 1 or self.eval_interval < 1 or self.eval_iters < 1:
+            raise LMError("grad_accum, eval_interval and eval_iters must be at least 1")
+        get_preset(self.preset)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_dir: Path
+    last_dir: Path
+    step: int
+    best_val_loss: float
+    val_loss: float
+    tokens_per_s: float
+    elapsed_s: float
+    parameters: int
+    history: dict[str, list[Any]]
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _autocast(cfg: TrainConfig, device: Any) -> Any:
+    """bf16 autocast only where it is faster: GPUs with bf16. CPUs here emulate bf16 (~80x slower)."""
+    import contextlib
+
+    import torch
+
+    want = cfg.dtype
+    if want == "auto":
+        want = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if want == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if want != "fp32":
+        raise LMError("dtype must be auto, fp32 or bf16")
+    return contextlib.nullcontext()
+
+
+def _corpus_hash(docs: list[str]) -> str:
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(hashlib.sha256(d.encode("utf-8", "surrogatepass")).digest())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class _Run:
+    """Everything that changes during training and is saved in ``last/``."""
+
+    step: int = 0
+    elapsed_s: float = 0.0
+    tokens: int = 0
+    best_val_loss: float = math.inf
+    train_curve: list[list[float]] = field(default_factory=list)  # [step, loss]
+    val_curve: list[list[float]] = field(default_factory=list)
+
+
+def estimate_loss(
+    model: Any, data: Any, block: int, batch: int, iters: int, device: Any, ctx: Any
+) -> float:
+    """Mean loss on ``iters`` fixed batches (same seed every call, so evaluations compare)."""
+    import torch
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    model.eval()
+    losses = []
+    with torch.inference_mode():
+        for _ in range(iters):
+            x, y = get_batch(data, block, batch, gen)
+            with ctx:
+                logits = model(input_ids=x.to(device)).logits
+            losses.append(
+                F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten()).item()
+            )
+    model.train()
+    return float(sum(losses) / len(losses))
+
+
+def train_lm(
+    corpus: list[str | Path],
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    on_progress: ProgressFn | None = None,
+    show_progress: bool = True,
+    documents: list[str] | None = None,
+) -> TrainResult:
+    """Train (or resume training) a causal LM on ``corpus``; checkpoints go to ``out_dir``.
+
+    Args:
+        corpus: text files and/or directories of text files.
+        out_dir: run directory; receives ``best/``, ``last/`` and ``loss_curve.png``.
+        config: run options (preset, budget, optimizer ...).
+        resume: continue from ``out_dir/last`` (same data order, same loss curve).
+        on_progress: called as ``on_progress(done, total, info)`` after every step.
+        documents: extra in-memory documents trained on with the files (e.g. rendered chats).
+    """
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from lm._quiet import quiet_transformers
+    from lm.tokenizer import build_char_tokenizer, train_bpe_tokenizer
+
+    quiet_transformers()
+
+    cfg = config or TrainConfig()
+    out = Path(out_dir).expanduser()
+    last_dir, best_dir = out / "last", out / "best"
+    docs = read_corpus(list(corpus)) if corpus else []
+    docs += [d for d in documents or [] if d.strip()]
+    if not docs:
+        raise LMError("the corpus is empty")
+    corpus_id = _corpus_hash(docs)
+    run = _Run()
+    opt_state = rng = None
+    if resume:
+        if not is_complete(last_dir):
+            raise CheckpointError(f"nothing to resume: {last_dir} holds no complete checkpoint")
+        from lm.loading import load_causal_lm
+
+        loaded = load_causal_lm(last_dir)
+        model, tokenizer = loaded.model, loaded.tokenizer
+        state, opt_state, rng = load_training_state(last_dir)
+        saved_cfg = dict(state["config"])
+        # The budget may be extended on resume; the shape of the run may not change.
+        for key in ("steps", "time_budget_s"):
+            if getattr(cfg, key) is not None:
+                saved_cfg[key] = getattr(cfg, key)
+        cfg = TrainConfig(**saved_cfg)
+        if state.get("corpus") != corpus_id:
+            raise LMError(
+                "the corpus changed since this run started; resume needs the same --corpus"
+            )
+        run = _Run(**state["run"])
+    cfg.validate()
+    preset = get_preset(cfg.preset)
+    block = cfg.block_size or preset.block_size
+    batch = cfg.batch_size or preset.batch_size
+    base_lr = cfg.learning_rate or preset.learning_rate
+    warmup = preset.warmup_steps if cfg.warmup_steps is None else cfg.warmup_steps
+    if cfg.steps is None and cfg.time_budget_s is None:
+        raise LMError("give a budget: --steps N or --time 20m")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    accelerator = None
+    if world > 1:  # launched by `accelerate launch` / torchrun
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum)
+    rank = accelerator.process_index if accelerator else 0
+    main = rank == 0
+    torch.manual_seed(cfg.seed + rank)
+
+    if not resume:
+        text_iter = (line for d in docs for line in d.splitlines(keepends=True))
+        if cfg.tokenizer == "char":
+            tokenizer = build_char_tokenizer("".join(docs), model_max_length=block)
+        else:
+            vocab = cfg.vocab_size or preset.vocab_size
+            tokenizer = train_bpe_tokenizer(text_iter, vocab_size=vocab, model_max_length=block)
+        overrides = {"max_position_embeddings": block, **cfg.model_overrides}
+        overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
+        overrides.setdefault("eos_token_id", tokenizer.eos_token_id)
+        overrides.setdefault("bos_token_id", tokenizer.bos_token_id)
+        model = build_model(build_config(preset, len(tokenizer), **overrides))
+    tokens = encode_documents(tokenizer, docs)
+    split = split_tokens(tokens, block, cfg.val_fraction)
+    device = accelerator.device if accelerator else _device(cfg.device)
+    model.to(device)
+    model.train()
+    optimizer = make_optimizer(list(model.parameters()), cfg.optimizer, base_lr, cfg.weight_decay)
+    if opt_state is not None:
+        try:
+            optimizer.load_state_dict(opt_state)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{last_dir}: optimizer state does not fit the model: {exc}"
+            ) from None
+    gen = torch.Generator().manual_seed(cfg.seed + rank)
+    if rng:
+        gen.set_state(rng["batch"])
+        torch.set_rng_state(rng["torch"])
+    fwd = model
+    if accelerator:
+        fwd, optimizer = accelerator.prepare(model, optimizer)
+    if cfg.compile:
+        fwd = torch.compile(fwd)
+    ctx = _autocast(cfg, device)
+    n_params = count_parameters(model)
+    manifest_base = {
+        "kind": "lm",
+        "preset": cfg.preset,
+        "tokenizer": cfg.tokenizer,
+        "parameters": n_params,
+        "block_size": block,
+    }
+
+    def save(dst: Path, with_state: bool, val_loss: float) -> None:
+        def fill(tmp: Path) -> None:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp))
+            if with_state:
+                state = {"config": asdict(cfg), "run": asdict(run), "corpus": corpus_id}
+                rngs = {"batch": gen.get_state(), "torch": torch.get_rng_state()}
+                save_training_state(tmp, optimizer, state, rngs)
+
+        manifest = {
+            **manifest_base,
+            "step": run.step,
+            "eval_loss": val_loss,
+            "perplexity": math.exp(min(val_loss, 50.0)),
+            "tokens_seen": run.tokens,
+        }
+        write_checkpoint_dir(dst, fill, manifest)
+
+    def budget_progress() -> float:
+        fracs = []
+        if cfg.steps:
+            fracs.append(run.step / cfg.steps)
+        if cfg.time_budget_s:
+            fracs.append(run.elapsed_s / cfg.time_budget_s)
+        return max(fracs)
+
+    total = cfg.steps if cfg.steps else round(cfg.time_budget_s or 0)
+    bar = tqdm(
+        total=total,
+        initial=min(total, run.step if cfg.steps else int(run.elapsed_s)),
+        unit="step" if cfg.steps else "s",
+        disable=not (show_progress and main),
+        desc="train lm",
+        dynamic_ncols=True,
+    )
+    val_loss = run.val_curve[-1][1] if run.val_curve else math.inf
+    # One untimed forward/backward on a throwaway batch: the first call pays lazy imports and
+    # kernel set-up (seconds), which would otherwise eat into a wall-clock budget. No optimizer
+    # step and a separate generator, so the run's weights and data order are unchanged.
+    wx, wy = get_batch(split.train, block, batch, torch.Generator().manual_seed(0))
+    with ctx:
+        wl = fwd(input_ids=wx.to(device)).logits
+    F.cross_entropy(wl.float().flatten(0, 1), wy.to(device).flatten()).backward()
+    optimizer.zero_grad(set_to_none=True)
+    del wx, wy, wl
+    tok_per_step = batch * block * cfg.grad_accum * world
+    rate_t, rate_tokens = time.perf_counter(), 0
+    tps = 0.0
+    try:
+        while budget_progress() < 1.0:
+            t0 = time.perf_counter()
+            lr = lr_at(budget_progress(), run.step, base_lr, warmup, cfg.min_lr_ratio)
+            set_lr(optimizer, lr)
+            loss_sum = 0.0
+            for _ in range(cfg.grad_accum):
+                x, y = get_batch(split.train, block, batch, gen)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with ctx:
+                    logits = fwd(input_ids=x).logits
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) / cfg.grad_accum
+                if accelerator:
+                    accelerator.backward(loss)
+                else:
+                    loss.backward()
+                loss_sum += loss.item()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if not math.isfinite(loss_sum):
+                raise LMError(f"training diverged at step {run.step} (loss {loss_sum}); lower --lr")
+            run.step += 1
+            run.tokens += tok_per_step
+            run.train_curve.append([run.step, round(loss_sum, 5)])
+            run.elapsed_s += time.perf_counter() - t0
+            rate_tokens += tok_per_step
+            now = time.perf_counter()
+            if now - rate_t > 2.0 or tps == 0.0:
+                tps = rate_tokens / max(now - rate_t, 1e-9)
+                rate_t, rate_tokens = now, 0
+            done = budget_progress() >= 1.0
+            if run.step % cfg.eval_interval == 0 or done:
+                t_eval = time.perf_counter()
+                val_loss = estimate_loss(fwd, split.val, block, batch, cfg.eval_iters, device, ctx)
+                run.val_curve.append([run.step, round(val_loss, 5)])
+                if main:
+                    if val_loss < run.best_val_loss:
+                        run.best_val_loss = val_loss
+                        save(best_dir, False, val_loss)
+                    save(last_dir, True, val_loss)
+                run.elapsed_s += time.perf_counter() - t_eval
+            info = {
+                "step": run.step,
+                "loss": loss_sum,
+                "val_loss": val_loss,
+                "lr": lr,
+                "tokens_per_s": tps,
+                "elapsed_s": run.elapsed_s,
+            }
+            bar.n = min(total, run.step if cfg.steps else int(run.elapsed_s))
+            bar.set_postfix(
+                loss=f"{loss_sum:.3f}", val=f"{val_loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False
+            )
+            bar.refresh()
+            if on_progress:
+                on_progress(bar.n, total, info)
+    except KeyboardInterrupt:
+        if main and run.step > 0:
+            save(last_dir, True, val_loss)
+        raise LMError(f"training interrupted at step {run.step}; continue with --resume") from None
+    finally:
+        bar.close()
+        if main and run.train_curve:
+            _write_curve(out, run)
+    return TrainResult(
+        out_dir=out,
+        best_dir=best_dir,
+        last_dir=last_dir,
+        step=run.step,
+        best_val_loss=run.best_val_loss,
+        val_loss=val_loss,
+        tokens_per_s=run.tokens / max(run.elapsed_s, 1e-9),
+        elapsed_s=run.elapsed_s,
+        parameters=n_params,
+        history={"train": run.train_curve, "val": run.val_curve},
+    )
+
+
+def _write_curve(out: Path, run: _Run) -> None:
+    from lm.plot import plot_loss_curve
+
+    # Smooth the noisy per-step train loss with a running mean for the plot.
+    k = max(1, len(run.train_curve) // 200)
+    smooth = [
+        (
+            int(run.train_curve[i][0]),
+            sum(v for _, v in run.train_curve[max(0, i - k + 1) : i + 1]) / min(k, i + 1),
+        )
+        for i in range(len(run.train_curve))
+    ]
+    plot_loss_curve(out / "loss_curve.png", smooth, [(int(s), v) for s, v in run.val_curve])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m lm.train`` (also under ``accelerate launch``)."""
+    import argparse
+
+    from lm.optim import parse_duration
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--corpus", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--preset", default="small")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--time")
+    p.add_argument("--optimizer", default="adamw")
+    p.add_argument("--eval-interval", type=int, default=100)
+    p.add_argument("--block-size", type=int)
+    p.add_argument("--vocab-size", type=int)
+    p.add_argument("--resume", action="store_true")
+    a = p.parse_args(argv)
+    cfg = TrainConfig(
+        preset=a.preset,
+        steps=a.steps,
+        optimizer=a.optimizer,
+        eval_interval=a.eval_interval,
+        block_size=a.block_size,
+        vocab_size=a.vocab_size,
+        time_budget_s=parse_duration(a.time) if a.time else None,
+    )
+    r = train_lm(a.corpus, a.out, cfg, resume=a.resume)
+    print(f"step {r.step}  val loss {r.val_loss:.4f}  best {r.best_val_loss:.4f}  -> {r.best_dir}")
+
+
+if __name__ == "__main__":
+    main()

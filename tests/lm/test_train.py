@@ -1,0 +1,100 @@
+import json
+import math
+
+import pytest
+import torch
+
+from lm.checkpoint import MANIFEST, is_complete, resolve_model_dir
+from lm.errors import LMError
+from lm.optim import OPTIMIZERS, lr_at, parse_duration
+from lm.train import train_lm
+from tests.lm.conftest import tiny_config
+
+
+def test_tiny_pretraining_loss_falls(tiny_run):
+    out, result = tiny_run
+    first_train = result.history["train"][0][1]
+    assert abs(first_train - math.log(320)) < 0.5  # starts near uniform over the vocabulary
+    val = [v for _, v in result.history["val"]]
+    assert val[-1] < first_train - 1.0, (first_train, val)
+    assert val[-1] < val[0]
+    assert result.step == 24
+    assert 100_000 < result.parameters < 1_000_000
+    for sub in ("best", "last"):
+        assert is_complete(out / sub)
+        assert (out / sub / "model.safetensors").is_file()
+        assert (out / sub / "tokenizer.json").is_file()
+    assert not list(out.glob("*.bin")) and not list((out / "last").glob("*.bin"))
+    assert (out / "last" / "training_state.safetensors").is_file()
+    assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    manifest = json.loads((out / "best" / MANIFEST).read_text())
+    assert manifest["kind"] == "lm" and manifest["eval_loss"] == pytest.approx(result.best_val_loss)
+    assert resolve_model_dir(out) == out / "best"
+
+
+def test_resume_continues_the_same_loss_curve(tmp_path, corpus_file):
+    torch.set_num_threads(1)
+    full = train_lm([corpus_file], tmp_path / "full", tiny_config(steps=12), show_progress=False)
+    part = tmp_path / "part"
+
+    def interrupt(done, total, info):
+        if info["step"] == 5:
+            raise KeyboardInterrupt  # Ctrl+C: the loop saves last/ and tells how to resume
+
+    with pytest.raises(LMError, match=r"interrupted at step 5.*--resume"):
+        train_lm(
+            [corpus_file], part, tiny_config(steps=12), on_progress=interrupt, show_progress=False
+        )
+    resumed = train_lm([corpus_file], part, tiny_config(steps=12), resume=True, show_progress=False)
+    assert resumed.step == 12
+    a = [v for _, v in full.history["train"]]
+    b = [v for _, v in resumed.history["train"]]
+    assert len(b) == 12
+    assert b == pytest.approx(a, abs=1e-4)
+    assert resumed.val_loss == pytest.approx(full.val_loss, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_trains(tmp_path, corpus_file, name):
+    torch.set_num_threads(1)
+    lr = {"sgd": 0.3, "adagrad": 0.05, "rmsprop": 3e-3}.get(name, 5e-3)
+    r = train_lm(
+        [corpus_file],
+        tmp_path,
+        tiny_config(steps=3, eval_interval=3, optimizer=name, learning_rate=lr, grad_accum=2),
+        show_progress=False,
+    )
+    assert r.step == 3 and math.isfinite(r.val_loss)
+
+
+def test_progress_callback_and_time_budget(tmp_path, corpus_file):
+    seen = []
+    r = train_lm(
+        [corpus_file],
+        tmp_path,
+        tiny_config(steps=None, time_budget_s=3.0),
+        on_progress=lambda d, t, info: seen.append((d, t, info)),
+        show_progress=False,
+    )
+    assert r.step >= 1 and seen
+    assert seen[-1][1] == 3 and {"loss", "tokens_per_s", "lr"} <= set(seen[-1][2])
+
+
+def test_schedule_and_durations():
+    assert lr_at(0.0, 0, 1.0, 10) == pytest.approx(0.1)
+    assert lr_at(0.0, 10, 1.0, 10) == pytest.approx(1.0)
+    assert lr_at(1.0, 100, 1.0, 10, min_ratio=0.1) == pytest.approx(0.1)
+    assert (
+        parse_duration("20m") == 1200
+        and parse_duration("1.5h") == 5400
+        and parse_duration("90") == 90
+    )
+    with pytest.raises(LMError):
+        parse_duration("soon")
+
+
+def test_unknown_optimizer_and_preset(tmp_path, corpus_file):
+    with pytest.raises(LMError, match="optimizer"):
+        train_lm([corpus_file], tmp_path, tiny_config(optimizer="lion"), show_progress=False)
+    with pytest.raises(LMError, match="preset"):
+        train_lm([corpus_file], tmp_path, tiny_config(preset="huge"), show_progress=False)

@@ -213,8 +213,9 @@ class Assistant:
             roots = [r for r in roots if r.exists()]
             if roots:
                 report = kb.ingest(roots, roots=roots, sync=True)
-                for path, err in report.errors:
-                    LOG.warning("skipped %s: %s", path, err)
+                for _path, err in report.errors:
+                    # `llmos ingest` reports these to the user; at start-up they are only logged
+                    LOG.info("skipped %s", err)
 
     def _document_names(self) -> list[str]:
         if self.knowledge is None:

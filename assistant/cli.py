@@ -31,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-train_app = typer.Typer(help="Train models: router, lm, gnn, translator.", no_args_is_help=True)
+train_app = typer.Typer(help="Train models: router, lm, gnn.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate: router, qa, retrieval, kgqa, lm.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
@@ -55,7 +55,7 @@ def _quiet_libraries() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("transformers", "sentence_transformers", "httpx", "faiss"):
+    for name in ("transformers", "sentence_transformers", "httpx", "faiss", "pypdf"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

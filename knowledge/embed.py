@@ -94,6 +94,11 @@ class Embedder:
                     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                     try:
                         from sentence_transformers import SentenceTransformer
+                        from transformers.utils import logging as hf_logging
+
+                        # the per-load "Loading weights" bar is noise in a chat or a CLI
+                        hf_logging.set_verbosity_error()
+                        hf_logging.disable_progress_bar()
 
                         self._model = SentenceTransformer(model_path(), device=self._device)
                     except Exception as exc:

@@ -205,3 +205,19 @@ def test_skill_crash_becomes_polite_reply(policy_dm, tmp_path):
     assert r.skill == "boom" and r.confidence == 0.0
     assert "something went wrong" in r.text
     assert dm.store.turns(sid)[0].reply_text == r.text
+
+
+def test_first_run_trains_the_demo_language_model_and_generate_streams(demo_bot):
+    """The path `make chat` takes on a fresh machine, with a tiny time budget."""
+    if demo_bot.services.generator is None:
+        assert demo_bot.needs_language_model()
+        seen = []
+        demo_bot.train_language_model(time_budget_s=3, on_progress=lambda d, t, i: seen.append(d))
+        assert seen
+    assert demo_bot.services.generator is not None
+    assert not demo_bot.needs_language_model()
+    items = list(demo_bot.stream("write a short apology to a customer whose parcel is late"))
+    final = items[-1]
+    assert isinstance(final, Reply) and final.skill == "generate"
+    assert "".join(i for i in items[:-1] if isinstance(i, str)).strip() == final.text.strip()
+    assert final.text.strip()

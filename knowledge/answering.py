@@ -65,8 +65,17 @@ def answer_question(kb: KnowledgeBase, question: str, context: dict) -> Answer:
         data["entities"] = _merge(data["entities"], [graph.entity])
         data["graph_path"] = list(graph.path)
         return Answer(graph.entity, cits, float(min(1.0, graph.score)), True, "graph", data)
-    if passage is not None and passage["score"] >= th.passage:
-        a, b, s = best_sentences(qvec, passage["text"], kb._encode, question=query)
+    # The best sentence may sit in the second or third passage (a price in a spec table
+    # rather than the product's opening paragraph): pick across the top passages.
+    picks = []
+    top = passage["score"] if passage is not None else 0.0
+    for cand in [c for c in cands if c["kind"] == "passage"][:3]:
+        if cand["score"] < th.passage:
+            break
+        a, b, s = best_sentences(qvec, cand["text"], kb._encode, question=query)
+        picks.append((s + 0.5 * (cand["score"] - top), a, b, s, cand))
+    if picks:
+        _, a, b, s, passage = max(picks, key=lambda p: p[0])
         if s >= th.sentence:
             cit = _passage(passage).citation
             if passage["start"] is not None:

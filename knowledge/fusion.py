@@ -121,6 +121,10 @@ def best_sentences(
     if q_terms:
         overlap = [len(q_terms & set(tokenize(text[a:b]))) / len(q_terms) for a, b in spans]
         scores = scores + 0.15 * np.asarray(overlap, dtype=np.float32)
+    if _WANTS_NUMBER.search(question):
+        # "how much / how long / what time" is answered by a sentence that states a figure
+        has_figure = [bool(_FIGURE.search(text[a:b])) for a, b in spans]
+        scores = scores + 0.1 * np.asarray(has_figure, dtype=np.float32)
     i = int(np.argmax(scores))
     a, b = spans[i]
     if max_sentences > 1:
@@ -132,6 +136,17 @@ def best_sentences(
     return a, b, float(scores[i])
 
 
+_WANTS_NUMBER = re.compile(
+    r"\b(how (much|many|long|big|heavy|often|old|far)|what time|when|price|cost|size|capacity)\b",
+    re.I,
+)
+_FIGURE = re.compile(r"\d|\$|€|£")
+
+
 def _is_content(sentence: str) -> bool:
     s = sentence.lstrip()
-    return not s.startswith(("#", "|", "---")) and len(s.split()) >= 4
+    if s.startswith("|"):
+        # a table row states facts ("| Queen | 228 x 228 cm | $149 |"); a separator does not
+        cells = [c.strip() for c in s.strip().strip("|").split("|")]
+        return len([c for c in cells if c and not set(c) <= set("-: ")]) >= 2
+    return not s.startswith(("#", "---")) and len(s.split()) >= 4

@@ -32,7 +32,7 @@ from lm.checkpoint import (
 from lm.data import encode_chat, read_chat_jsonl
 from lm.errors import CheckpointError, DataError, LMError
 from lm.model import count_parameters
-from lm.optim import lr_at, make_optimizer, set_lr
+from lm.optim import lr_at, make_optimizer, restore_optimizer, set_lr
 from lm.train import ProgressFn
 
 
@@ -182,13 +182,7 @@ def finetune(
     lr = cfg.learning_rate or (1e-3 if lora else 5e-5)
     model.train()
     optimizer = make_optimizer(list(model.parameters()), cfg.optimizer, lr, cfg.weight_decay)
-    if opt_state is not None:
-        try:
-            optimizer.load_state_dict(opt_state)
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(
-                f"{last_dir}: optimizer state does not fit the model: {exc}"
-            ) from None
+    restore_optimizer(optimizer, opt_state, last_dir)
     gen = torch.Generator().manual_seed(cfg.seed)
     if rng:
         gen.set_state(rng["batch"])

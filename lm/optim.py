@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from lm.errors import LMError
+from lm.errors import CheckpointError, LMError
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "adagrad", "rmsprop")
 
@@ -83,3 +83,13 @@ def parse_duration(text: str | float | int) -> float:
     if seconds <= 0:
         raise LMError("the time budget must be positive")
     return seconds
+
+
+def restore_optimizer(optimizer: Any, opt_state: dict | None, where: Any) -> None:
+    """Load a resumed run's optimizer state, or say clearly why it does not fit."""
+    if opt_state is None:
+        return
+    try:
+        optimizer.load_state_dict(opt_state)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{where}: optimizer state does not fit the model: {exc}") from None

@@ -36,7 +36,7 @@ from lm.checkpoint import (
 from lm.data import encode_documents, get_batch, read_corpus, split_tokens
 from lm.errors import CheckpointError, LMError
 from lm.model import build_config, build_model, count_parameters, get_preset
-from lm.optim import OPTIMIZERS, lr_at, make_optimizer, set_lr
+from lm.optim import OPTIMIZERS, lr_at, make_optimizer, restore_optimizer, set_lr
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
 
@@ -255,13 +255,7 @@ def train_lm(
     model.to(device)
     model.train()
     optimizer = make_optimizer(list(model.parameters()), cfg.optimizer, base_lr, cfg.weight_decay)
-    if opt_state is not None:
-        try:
-            optimizer.load_state_dict(opt_state)
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(
-                f"{last_dir}: optimizer state does not fit the model: {exc}"
-            ) from None
+    restore_optimizer(optimizer, opt_state, last_dir)
     gen = torch.Generator().manual_seed(cfg.seed + rank)
     if rng:
         gen.set_state(rng["batch"])

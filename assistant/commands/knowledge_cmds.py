@@ -24,7 +24,13 @@ def _embedder(store: Path):
 
 
 @contextmanager
-def _open_kb(project: str | None, index_kind: str = "auto", max_mb: float | None = None):
+def _open_kb(
+    project: str | None,
+    index_kind: str = "auto",
+    max_mb: float | None = None,
+    *,
+    sources: bool = False,
+):
     from assistant.project import resolve_project
     from knowledge.base import KnowledgeBase
     from knowledge.errors import KnowledgeError
@@ -38,6 +44,8 @@ def _open_kb(project: str | None, index_kind: str = "auto", max_mb: float | None
     except KnowledgeError as exc:
         raise LlmosError(str(exc)) from exc
     try:
+        if sources:
+            _ingest_sources(proj, kb)
         yield proj, kb
     except KnowledgeError as exc:
         raise LlmosError(str(exc)) from exc
@@ -45,6 +53,20 @@ def _open_kb(project: str | None, index_kind: str = "auto", max_mb: float | None
         kb.close()
         if hasattr(emb, "close"):
             emb.close()
+
+
+def _ingest_sources(proj, kb) -> None:
+    """Bring the project's configured folders up to date, as the assistant does at start-up,
+    so an evaluation sees the same knowledge the chat answers from."""
+    from assistant.config import load_config
+
+    cfg = load_config(proj.config_file)
+    if not cfg.knowledge.auto_ingest:
+        return
+    roots = [proj.root / s for s in cfg.knowledge.sources]
+    roots = [r for r in roots if r.exists()]
+    if roots:
+        kb.ingest(roots, roots=roots, sync=True)
 
 
 def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) -> None:
@@ -103,7 +125,7 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
         from knowledge.evaluation import eval_qa as run
         from knowledge.evaluation import load_jsonl, write_report
 
-        with _open_kb(project) as (proj, kb):
+        with _open_kb(project, sources=True) as (proj, kb):
             report = run(kb, load_jsonl(data, ("question", "answer")))
             md = write_report(report, proj.state / "reports", "qa_eval")[1]
         src = report["source_accuracy"]
@@ -126,7 +148,7 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
         from knowledge.evaluation import eval_retrieval as run
         from knowledge.evaluation import load_jsonl, write_report
 
-        with _open_kb(project) as (proj, kb):
+        with _open_kb(project, sources=True) as (proj, kb):
             report = run(kb, load_jsonl(data, ("query", "relevant")), k=k)
             md = write_report(report, proj.state / "reports", "retrieval_eval")[1]
         typer.echo(

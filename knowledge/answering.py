@@ -41,7 +41,7 @@ def answer_question(kb: KnowledgeBase, question: str, context: dict) -> Answer:
     used: list[str] = []
     query = question
     if ctx_entities and has_pronoun(question) and not own:
-        used = ctx_entities[:3]
+        used = ctx_entities[:1]  # the topic of the last answer; more entities blur the query
         query = " ".join(used) + " " + question
     data: dict[str, Any] = {"query": query, "entities": list(dict.fromkeys(own + used))}
     if kb.index.ntotal == 0 and reasoner is None:
@@ -53,11 +53,16 @@ def answer_question(kb: KnowledgeBase, question: str, context: dict) -> Answer:
     passage = next((c for c in cands if c["kind"] == "passage"), None)
     data["suggestions"] = [_passage(c).citation.title for c in cands[:3]]
 
-    if faq is not None and faq["score"] >= th.faq:
+    # A follow-up about a known entity ("who makes it?") asks for one of its facts: the graph
+    # answers that better than a FAQ entry that merely mentions the entity.
+    graph = _graph_answer(reasoner, query, used) if used else None
+    follow_up = graph is not None and graph.score >= th.graph
+    if faq is not None and faq["score"] >= th.faq and not follow_up:
         cit = _passage(faq).citation
         data["entities"] = _merge(data["entities"], guess_entities(faq["question"]))
         return Answer(faq["answer"], [cit], _conf(faq["score"], th.faq), True, "faq", data)
-    graph = _graph_answer(reasoner, query, used or own)  # only when the FAQ has no answer
+    if graph is None:
+        graph = _graph_answer(reasoner, query, own)  # only when the FAQ has no answer
     if graph is not None and graph.score >= th.graph:
         cit = Citation("graph", " ".join(graph.path) or graph.entity, "", score=graph.score,
                        path=list(graph.path))  # fmt: skip

@@ -197,7 +197,7 @@ class Assistant:
         caps = []
         for s in self.registry.all():
             if s.routable and s.name not in {"smalltalk", "handoff"}:
-                caps.append(_lower_first(s.description.rstrip(".")))
+                caps.append(s.capability or _lower_first(s.description.rstrip(".")))
         return caps
 
     def _open_knowledge(self) -> None:

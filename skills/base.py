@@ -163,6 +163,8 @@ class Skill:
     description: ClassVar[str] = ""
     examples: ClassVar[list[str]] = []
     slots: ClassVar[list[Slot]] = []
+    #: A short phrase for "here is what I can do" lists; the description when empty.
+    capability: ClassVar[str] = ""
     #: Skills that are only reached through dialogue policy (fallback, clarify) set this False
     #: so the router does not learn a class for them.
     routable: ClassVar[bool] = True

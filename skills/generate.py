@@ -19,6 +19,7 @@ MAX_NEW_TOKENS = 160
 class GenerateSkill(Skill):
     name = "generate"
     description = "Writes text on request: notes, messages, apologies, short poems and drafts."
+    capability = "write short texts such as notes and apologies"
     examples: ClassVar[list[str]] = [
         "write a short apology to a customer whose parcel is late",
         "draft a thank-you note",

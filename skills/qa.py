@@ -26,6 +26,7 @@ class QASkill(Skill):
     description = (
         "Answers questions from the company's documents, FAQ and knowledge graph, with sources."
     )
+    capability = "answer questions from our documents, with sources"
     examples = [
         "what is your refund policy",
         "how long does delivery take",

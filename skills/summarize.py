@@ -51,7 +51,17 @@ def split_units(text: str) -> list[Unit]:
     return units[:MAX_SENTENCES]
 
 
+_MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_MD_EMPHASIS = re.compile(r"(\*\*|__|\*|`)")
+
+
+def _plain(text: str) -> str:
+    """Markdown emphasis and link syntax are not part of a sentence a summary should quote."""
+    return _MD_EMPHASIS.sub("", _MD_LINK.sub(r"\1", text))
+
+
 def _sentences(text: str) -> list[str]:
+    text = _plain(text)
     out = []
     for s in _SENT_SPLIT.split(text.strip()):
         s = s.strip()
@@ -159,6 +169,7 @@ _QUOTED = re.compile(r"[\"“«„](?P<body>[^\"”»“]{20,})[\"”»“]", re
 class SummarizeSkill(Skill):
     name = "summarize"
     description = "Summarizes a text, the last answer, a document or this conversation."
+    capability = "summarize a text, a document or our conversation"
     examples = [
         "summarize that",
         "give me a summary of the refund policy",

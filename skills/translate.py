@@ -201,6 +201,7 @@ class TranslateSkill(Skill):
     description = (
         "Translates text between languages, using the phrasebook and local translation models."
     )
+    capability = "translate short texts"
     examples = [
         "translate that into German",
         "how do you say thank you in French",

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ import numpy as np
 
 from assistant import slots as slot_rules
 from assistant.errors import RouterError
+from knowledge.atomic import atomic_write
 
 ROUTER_FORMAT = 1
 
@@ -145,7 +144,7 @@ class IntentRouter:
 
     # -- persistence -------------------------------------------------------------------
     def _save(self) -> None:
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         assert self.model_dir is not None and self.head is not None
         self.model_dir.mkdir(parents=True, exist_ok=True)
@@ -161,11 +160,8 @@ class IntentRouter:
             "trained_at": self.trained_at,
             "train_seconds": self.train_seconds,
         }
-        _atomic_write(self.model_dir / "router.safetensors", lambda p: save_file(tensors, str(p)))
-        _atomic_write(
-            self.model_dir / "router.json",
-            lambda p: Path(p).write_text(json.dumps(doc, indent=1), encoding="utf-8"),
-        )
+        atomic_write(self.model_dir / "router.safetensors", save(tensors))
+        atomic_write(self.model_dir / "router.json", json.dumps(doc, indent=1).encode("utf-8"))
 
     def _load(self, expected_fp: str | None) -> bool:
         from safetensors import SafetensorError
@@ -267,16 +263,3 @@ class IntentRouter:
         doc = slot_rules.document_name(text, ctx.document_names)
         if doc:
             intent.slots["document"] = doc
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -10,7 +10,6 @@ as Markdown and JSON (atomically) so they can be diffed between runs.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from knowledge.atomic import atomic_write
 from knowledge.errors import KnowledgeError
 
 MAX_EVAL_BYTES = 20 * 1024 * 1024
@@ -142,19 +142,10 @@ def write_report(report: dict, out_dir: Path, name: str) -> tuple[Path, Path]:
             lines += [f"| {_cell(d['question'])} | {_cell(d['expected'])} | {_cell(d['got'])} |"
                       for d in wrong]  # fmt: skip
     paths = (out_dir / f"{name}.json", out_dir / f"{name}.md")
-    _atomic(paths[0], json.dumps(report, indent=2, ensure_ascii=False))
-    _atomic(paths[1], "\n".join(lines) + "\n")
+    atomic_write(paths[0], json.dumps(report, indent=2, ensure_ascii=False).encode("utf-8"))
+    atomic_write(paths[1], ("\n".join(lines) + "\n").encode("utf-8"))
     return paths
 
 
 def _cell(s: str) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")[:120]
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

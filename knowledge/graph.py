@@ -18,13 +18,10 @@ embedder is given, cosine similarity between the question and the entity names.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import hashlib
 import json
-import os
 import re
-import tempfile
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
@@ -34,6 +31,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from knowledge.atomic import atomic_write
 from knowledge.errors import KnowledgeError
 
 FORMAT = "llmos-graph"
@@ -349,7 +347,7 @@ class KnowledgeGraph:
         path = Path(path)
         with self._lock:
             payload = json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
-            _atomic_write(path, payload.encode("utf-8"))
+            atomic_write(path, payload.encode("utf-8"))
             if self._emb_cache is not None and self._emb_cache[0] == self._version:
                 _, nodes, mat = self._emb_cache
                 _save_embeddings(_emb_path(path), self._entity_texts(nodes), mat)
@@ -492,7 +490,7 @@ def _save_embeddings(path: Path, names: list[str], mat: np.ndarray) -> None:
     from safetensors.numpy import save
 
     blob = save({"embeddings": np.ascontiguousarray(mat)}, metadata={"names": _names_hash(names)})
-    _atomic_write(path, blob)
+    atomic_write(path, blob)
 
 
 def _load_embeddings(path: Path, names: list[str]) -> np.ndarray | None:
@@ -511,29 +509,6 @@ def _load_embeddings(path: Path, names: list[str]) -> np.ndarray | None:
     if mat.ndim != 2 or mat.shape[0] != len(names):
         return None
     return mat.astype(np.float32)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    try:
-        dfd = os.open(str(path.parent), os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 def read_triples_file(path: str | Path) -> list[tuple[str, str, str]]:

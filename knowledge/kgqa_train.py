@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from knowledge.atomic import atomic_write
 from knowledge.errors import KnowledgeError
 from knowledge.gnn import GraphBatch, KGQAConfig, KGQANet, question_ngrams
-from knowledge.graph import KnowledgeGraph, _atomic_write, relation_phrase
+from knowledge.graph import KnowledgeGraph, relation_phrase
 from knowledge.kgqa import CONFIG_FILE, MODEL_FILE, CompiledGraph
 from knowledge.kgqa_data import KGQAExample, mask_question
 
@@ -217,10 +218,10 @@ def save_model(model: KGQANet, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     blob = save(state)
-    _atomic_write(out_dir / MODEL_FILE, blob)
+    atomic_write(out_dir / MODEL_FILE, blob)
     cfg = model.config.to_dict()
     meta = {"weights_sha256": hashlib.sha256(blob).hexdigest()}
-    _atomic_write(out_dir / CONFIG_FILE, json.dumps(cfg | {"_meta": meta}, indent=1).encode())
+    atomic_write(out_dir / CONFIG_FILE, json.dumps(cfg | {"_meta": meta}, indent=1).encode())
 
 
 def plot_losses(losses: list[float], path: Path, title: str = "training loss") -> None:

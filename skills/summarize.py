@@ -239,7 +239,7 @@ class SummarizeSkill(Skill):
             if found:
                 title, body = found
                 return body, f"document {title}", [Source(kind="document", title=title, ref=title)]
-        if kind in ("last_reply", None) and session.last_reply and kind == "last_reply":
+        if kind == "last_reply" and session.last_reply:
             return (
                 session.last_reply,
                 "last reply",

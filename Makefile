@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.llmos-installed
 
-.PHONY: install chat demo test test-slow lint fix bench clean
+.PHONY: install browser chat demo test test-slow lint fix bench clean
 
 # Create the virtualenv and install llmos with its dev extras (offline-safe: torch is the
 # CPU wheel already on these machines, see DESIGN.md). Re-runs when pyproject.toml changes.
@@ -15,16 +15,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The web widget's tests drive Debian's chromium through chromedriver (no browser download).
+# Installed when missing and apt is usable (root); otherwise those tests say why they skip.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      echo "installing chromium + chromium-driver (apt)"; \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null \
+	      || echo "warning: could not install chromium; browser tests will be skipped"; \
+	    else echo "note: chromium/chromedriver missing and no root apt; browser tests will be skipped"; fi; }
+
 chat: install           ## open the chat with the built-in demo assistant
 	$(VENV)/bin/llmos chat
 
 demo: install           ## print a scripted conversation (no TTY needed)
 	$(VENV)/bin/llmos demo
 
-test: install           ## the default suite (slow tests are marked and skipped)
+test: install browser   ## the default suite (slow tests are marked and skipped)
 	$(PY) -m pytest -q
 
-test-slow: install      ## everything, including longer training tests
+test-slow: install browser ## everything, including longer training tests
 	$(PY) -m pytest -q -m ""
 
 lint: install

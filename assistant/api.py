@@ -14,6 +14,7 @@ The terminal UI and the HTTP service are thin layers over this class.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +22,10 @@ from typing import Any
 
 from assistant.config import BotConfig, IntentSpec, load_config, load_intents
 from assistant.dialogue import DialogueManager, DialoguePolicy, validate_message
-from assistant.errors import ConfigError, LlmosError
+from assistant.errors import ConfigError, InputError, LlmosError, TicketStateError
 from assistant.project import Project, demo_project, resolve_project
 from assistant.router import Example, IntentRouter
-from assistant.sessions import SessionStore, Turn
+from assistant.sessions import SessionStore, Ticket, Turn
 from skills.base import Reply, Services
 from skills.registry import SkillRegistry
 
@@ -103,9 +104,11 @@ class Assistant:
                 confidence_threshold=rc.confidence_threshold,
                 clarify_margin=rc.clarify_margin,
                 low_confidence_handoff=pc.low_confidence_handoff,
+                negative_sentiment_handoff=pc.negative_sentiment_handoff,
                 history_window=pc.history_window,
             ),
             document_names=self._document_names,
+            is_negative=_sentiment_scorer(),
         )
         self._lock = threading.Lock()
 
@@ -149,6 +152,107 @@ class Assistant:
     def transcript(self, session_id: str) -> list[Turn]:
         self.store.get(session_id)
         return self.store.turns(session_id)
+
+    # -- the handoff desk (human agents) -----------------------------------------------
+    def tickets(self, status: str | None = None) -> list[Ticket]:
+        """Handoff tickets, oldest first; ``status`` is "open", "claimed" or "closed"."""
+        if status is not None and status not in {"open", "claimed", "closed"}:
+            raise InputError("ticket status must be open, claimed or closed")
+        return self.store.tickets(status)
+
+    def ticket(self, ticket_id: int) -> Ticket:
+        return self.store.ticket(ticket_id)
+
+    def handoff_state(self, session_id: str) -> dict[str, Any] | None:
+        """``{"ticket", "status", "agent", "reason"}`` while a handoff is active, else None."""
+        state = self.store.get(session_id).state.get("handoff")
+        return dict(state) if state else None
+
+    def claim_ticket(self, ticket_id: int, agent: str) -> Ticket:
+        """An agent takes the conversation; from now on the customer's messages go to them."""
+        agent = _agent_name(agent)
+        ticket = self.store.ticket(ticket_id)
+        if ticket.status == "closed":
+            raise TicketStateError(f"ticket #{ticket_id} is closed")
+        if ticket.status == "claimed" and ticket.agent != agent:
+            raise TicketStateError(f"ticket #{ticket_id} is already claimed by {ticket.agent}")
+        with self.store.lock(ticket.session_id):
+            state = self.handoff_state(ticket.session_id) or {}
+            ticket, _ = self.store.desk_update(
+                ticket_id,
+                status="claimed",
+                agent=agent,
+                handoff={**state, "ticket": ticket.id, "status": "claimed", "agent": agent},
+                turn=Turn(
+                    ticket.session_id,
+                    0,
+                    "",
+                    f"{agent} from our team has joined the conversation.",
+                    skill="handoff",
+                    kind="system",
+                    data={"ticket": ticket.id, "agent": agent},
+                ),
+            )
+        return ticket
+
+    def agent_reply(self, ticket_id: int, agent: str, text: str) -> Turn:
+        """Put an agent's message into the customer's conversation (kind "agent")."""
+        agent = _agent_name(agent)
+        text = validate_message(text)
+        ticket = self.store.ticket(ticket_id)
+        if ticket.status != "claimed":
+            raise TicketStateError(
+                f"ticket #{ticket_id} is {ticket.status}: claim it before replying"
+            )
+        if ticket.agent != agent:
+            raise TicketStateError(f"ticket #{ticket_id} is claimed by {ticket.agent}")
+        with self.store.lock(ticket.session_id):
+            _, turn = self.store.desk_update(
+                ticket_id,
+                status="claimed",
+                agent=agent,
+                handoff=self.handoff_state(ticket.session_id),
+                turn=Turn(
+                    ticket.session_id,
+                    0,
+                    "",
+                    text,
+                    skill="agent",
+                    confidence=1.0,
+                    kind="agent",
+                    data={"ticket": ticket.id, "agent": agent},
+                ),
+            )
+        assert turn is not None
+        return turn
+
+    def close_ticket(self, ticket_id: int, agent: str | None = None) -> Ticket:
+        """End the handoff; the assistant answers the customer again."""
+        ticket = self.store.ticket(ticket_id)
+        if ticket.status == "closed":
+            return ticket
+        who = _agent_name(agent) if agent else (ticket.agent or "Our team")
+        with self.store.lock(ticket.session_id):
+            ticket, _ = self.store.desk_update(
+                ticket_id,
+                status="closed",
+                agent=None,
+                handoff=None,
+                turn=Turn(
+                    ticket.session_id,
+                    0,
+                    "",
+                    f"{who} has closed the conversation; the assistant is back to help you.",
+                    skill="handoff",
+                    kind="system",
+                    data={"ticket": ticket.id, "closed_by": who},
+                ),
+            )
+        return ticket
+
+    def stats(self, since: float | None = None, bucket_s: int = 3600) -> dict[str, Any]:
+        """Turns, skills, unanswered rate and handoffs since ``since`` (epoch seconds)."""
+        return self.store.stats(since, bucket_s)
 
     # -- training and knowledge --------------------------------------------------------
     def examples(self) -> list[Example]:
@@ -285,3 +389,20 @@ class Assistant:
 
 def _lower_first(s: str) -> str:
     return s[:1].lower() + s[1:] if s else s
+
+
+_AGENT_RE = re.compile(r"^[\w .'@-]{1,64}$")
+
+
+def _agent_name(agent: Any) -> str:
+    if not isinstance(agent, str) or not _AGENT_RE.match(agent.strip()):
+        raise InputError("agent name must be 1-64 letters, digits, spaces or . ' @ -")
+    return agent.strip()
+
+
+def _sentiment_scorer() -> Any:
+    try:
+        from assistant.sentiment import is_negative
+    except ImportError:  # pragma: no cover - the module ships with llmos
+        return None
+    return is_negative

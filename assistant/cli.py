@@ -44,6 +44,9 @@ COMMAND_MODULES = [
     "assistant.commands.knowledge_cmds",
     "assistant.commands.graph_cmds",
     "assistant.commands.lm_cmds",
+    "assistant.commands.seq2seq_cmds",
+    "assistant.commands.summary_cmds",
+    "assistant.commands.serve_cmds",
 ]
 
 

@@ -34,7 +34,9 @@ class RouterConfig(_Strict):
 
 class PolicyConfig(_Strict):
     low_confidence_handoff: int = Field(2, ge=0, le=100)
-    """Offer a human after this many low-confidence turns in a row (0 turns it off)."""
+    """Hand over to a person after this many low-confidence turns in a row (0 turns it off)."""
+    negative_sentiment_handoff: int = Field(2, ge=0, le=100)
+    """Hand over to a person after this many negative messages in a row (0 turns it off)."""
     history_window: int = Field(20, ge=1, le=1000)
     """How many past turns the dialogue manager keeps in view."""
 

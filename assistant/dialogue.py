@@ -2,9 +2,11 @@
 
     1. load the session (history, slots waiting to be filled, last reply/document)
     2. route: Router.route(text, context) -> Intent(skill, confidence, slots, referent)
-    3. policy: a pending question is answered first (a missing slot, a clarification);
-       low confidence -> ask which of the two best skills was meant (or fall back);
-       out of scope -> fallback; a required slot missing -> ask for it
+    3. policy: while a human agent holds the conversation, messages go to the agent (or
+       "back to the bot" ends the handoff); a pending question is answered first (a missing
+       slot, a clarification); low confidence -> ask which of the two best skills was meant
+       (or fall back); low confidence or negative sentiment twice in a row -> hand over to a
+       person; out of scope -> fallback; a required slot missing -> ask for it
     4. run the skill, streaming its chunks
     5. store the turn and the new dialogue state in one transaction
 
@@ -60,11 +62,22 @@ def validate_message(text: Any) -> str:
     return text.strip()
 
 
+_BACK_TO_BOT = re.compile(
+    r"\b(back to (the )?(bot|assistant)|(talk|chat|speak) (to|with) (the )?(bot|assistant)"
+    r"( again)?|cancel (the |my )?(handoff|ticket|request)|(i )?(don'?t|do not) need (a|the) "
+    r"(person|human|agent)( any ?more)?|no longer need (a|the) (person|human|agent))\b",
+    re.I,
+)
+
+
 @dataclass
 class DialoguePolicy:
     confidence_threshold: float = 0.45
     clarify_margin: float = 0.10
+    #: hand over to a person after this many low-confidence turns in a row (0: never)
     low_confidence_handoff: int = 2
+    #: hand over to a person after this many negative messages in a row (0: never)
+    negative_sentiment_handoff: int = 2
     history_window: int = 20
 
 
@@ -77,6 +90,7 @@ class TurnPlan:
     note: str = ""
     state_updates: dict[str, Any] = field(default_factory=dict)
     direct: Reply | None = None  # a reply the manager gives itself (clarify, ask for a slot)
+    kind: str = "chat"  # "customer": a message for the human agent, stored without a bot reply
 
 
 class DialogueManager:
@@ -88,6 +102,7 @@ class DialogueManager:
         services: Services,
         policy: DialoguePolicy | None = None,
         document_names: Any = None,
+        is_negative: Callable[[str], bool] | None = None,
     ) -> None:
         self.router = router
         self.registry = registry
@@ -95,6 +110,7 @@ class DialogueManager:
         self.services = services
         self.policy = policy or DialoguePolicy()
         self._document_names: Callable[[], list[str]] = document_names or (lambda: [])
+        self._is_negative = is_negative
 
     # -- the turn ----------------------------------------------------------------------
     def stream(
@@ -128,7 +144,8 @@ class DialogueManager:
             if plan.direct is not None:
                 reply = plan.direct
                 chunks.append(reply.text)
-                yield reply.text
+                if reply.text:
+                    yield reply.text
             else:
                 final: Reply | None = None
                 for item in self._run(plan):
@@ -150,11 +167,17 @@ class DialogueManager:
                 confidence=reply.confidence,
                 sources=[s.to_dict() for s in reply.sources],
                 data=stored_data,
+                kind=plan.kind,
                 idempotency_key=idempotency_key,
                 state=state,
                 title=title,
             )
-            reply.data = {**stored_data, "session_id": session_id, "turn": turn.n}
+            reply.data = {
+                **stored_data,
+                "session_id": session_id,
+                "turn": turn.n,
+                "handoff": state.get("handoff"),
+            }
             yield reply
 
     def turn(self, session_id: str, text: str, *, idempotency_key: str | None = None) -> Reply:
@@ -172,19 +195,27 @@ class DialogueManager:
         for t in turns:
             if t.user_text:
                 history.append(("user", t.user_text))
-            history.append(("agent" if t.kind == "agent" else "assistant", t.reply_text))
+            if t.reply_text and t.kind != "system":
+                history.append(("agent" if t.kind == "agent" else "assistant", t.reply_text))
         st = session.state
+        replies = [t.reply_text for t in turns if t.reply_text and t.kind in ("chat", "agent")]
+        users = [t.user_text for t in turns if t.user_text]
         return SessionView(
             session_id=session.id,
             history=history,
-            last_reply=turns[-1].reply_text if turns else None,
-            last_user_text=turns[-1].user_text if turns else None,
+            last_reply=replies[-1] if replies else None,
+            last_user_text=users[-1] if users else None,
             last_document=st.get("last_document"),
             last_skill=st.get("last_skill"),
             memory=dict(st.get("memory", {})),
         )
 
     def _plan(self, text: str, session: Session, view: SessionView) -> TurnPlan:
+        handoff = session.state.get("handoff")
+        if handoff:
+            plan = self._during_handoff(handoff, text, view)
+            if plan is not None:
+                return plan
         pending = session.state.get("pending")
         if pending:
             plan = self._resolve_pending(pending, text, view)
@@ -201,12 +232,58 @@ class DialogueManager:
         intent = self.router.route(text, ctx)
         return self._decide(text, intent, view, session)
 
+    def _during_handoff(
+        self, handoff: dict[str, Any], text: str, view: SessionView
+    ) -> TurnPlan | None:
+        """A person holds (or is about to take) the conversation: the bot steps back."""
+        request = SkillRequest(text=text, confidence=1.0, intent="handoff", session=view)
+        if _BACK_TO_BOT.search(text):
+            ticket = handoff.get("ticket")
+            if ticket is not None:
+                self.store.set_ticket_status(int(ticket), "closed")
+            reply = Reply(
+                text="OK, you're back with the assistant. How can I help?",
+                skill="handoff",
+                confidence=1.0,
+                data={"handoff_ended": ticket},
+            )
+            return TurnPlan(
+                "handoff",
+                request,
+                direct=reply,
+                state_updates={"handoff": None, "low_confidence_streak": 0, "negative_streak": 0},
+            )
+        if handoff.get("status") == "claimed":
+            agent = handoff.get("agent") or "the agent"
+            reply = Reply(text="", skill="agent", confidence=1.0, data={"delivered_to": agent})
+            return TurnPlan("agent", request, direct=reply, kind="customer")
+        return None  # waiting for a person: the bot keeps helping meanwhile
+
     def _decide(self, text: str, intent: Intent, view: SessionView, session: Session) -> TurnPlan:
         p = self.policy
         low_streak = int(session.state.get("low_confidence_streak", 0))
         request = self._request(text, intent, view)
+        in_handoff = bool(session.state.get("handoff"))
         if intent.skill == "handoff" and intent.confidence >= p.confidence_threshold:
-            return TurnPlan("handoff", request, state_updates={"low_confidence_streak": 0})
+            return TurnPlan(
+                "handoff", request, state_updates={"low_confidence_streak": 0, "negative_streak": 0}
+            )
+        if self._is_negative is not None and p.negative_sentiment_handoff and not in_handoff:
+            try:
+                negative = bool(self._is_negative(text))
+            except Exception:  # a scorer must never break the turn
+                LOG.exception("sentiment scorer failed")
+                negative = False
+            neg_streak = int(session.state.get("negative_streak", 0)) + 1 if negative else 0
+            if neg_streak >= p.negative_sentiment_handoff:
+                request.slots["reason"] = "repeated negative sentiment"
+                return TurnPlan(
+                    "handoff",
+                    request,
+                    note="repeated negative sentiment",
+                    state_updates={"negative_streak": 0, "low_confidence_streak": 0},
+                )
+            request.extras["negative_streak"] = neg_streak
         if (
             intent.out_of_scope or intent.confidence < p.confidence_threshold
         ) and not intent.follow_up:
@@ -232,22 +309,13 @@ class DialogueManager:
             )
         if intent.confidence < p.confidence_threshold and not intent.follow_up:
             streak = low_streak + 1
-            if p.low_confidence_handoff and streak >= p.low_confidence_handoff:
-                request.slots["reason"] = "low confidence twice in a row"
-                text_ = (
-                    "I'm having trouble understanding, sorry. Would you like me to connect you "
-                    "with a person from our team? Just say 'talk to a person'."
-                )
+            if p.low_confidence_handoff and streak >= p.low_confidence_handoff and not in_handoff:
+                request.slots["reason"] = f"low confidence {streak} times in a row"
                 return TurnPlan(
-                    "fallback",
+                    "handoff",
                     request,
-                    direct=Reply(
-                        text=text_,
-                        skill="fallback",
-                        confidence=intent.confidence,
-                        data={"offer_handoff": True},
-                    ),
-                    state_updates={"low_confidence_streak": streak},
+                    note="low confidence repeatedly",
+                    state_updates={"low_confidence_streak": 0},
                 )
             options = [(intent.skill, intent.confidence), *intent.alternatives]
             options = [(s, c) for s, c in options if s in self.registry and s != "fallback"][:2]
@@ -440,6 +508,23 @@ class DialogueManager:
         state = dict(session.state)
         state.pop("pending", None)
         state.update(plan.state_updates)
+        if "negative_streak" in plan.request.extras:
+            state["negative_streak"] = plan.request.extras["negative_streak"]
+        if (
+            reply.skill == "handoff"
+            and reply.data.get("ticket") is not None
+            and not state.get("handoff")
+        ):
+            state["handoff"] = {
+                "ticket": reply.data["ticket"],
+                "status": "open",
+                "agent": None,
+                "reason": plan.request.slots.get("reason") or plan.note or "asked for a person",
+            }
+        if state.get("handoff") is None:
+            state.pop("handoff", None)
+        if plan.kind == "customer":
+            return state  # the bot did not speak: keep its memory as it was
         if plan.direct is None or "pending" not in plan.state_updates:
             state["last_skill"] = (
                 reply.skill if reply.skill not in {"clarify"} else state.get("last_skill")

@@ -5,7 +5,9 @@
      ├── ProjectError         not a bot project, missing directory
      ├── InputError           empty, oversized or undecodable message
      ├── SessionError
-     │    └── UnknownSessionError
+     │    ├── UnknownSessionError
+     │    ├── UnknownTicketError
+     │    └── TicketStateError  a desk action that the ticket's state does not allow
      ├── RouterError          router cannot be trained or loaded
      └── SkillLoadError       a third-party skill failed to import or is malformed
 
@@ -39,6 +41,15 @@ class SessionError(LlmosError):
 class UnknownSessionError(SessionError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else "unknown session"
+
+
+class UnknownTicketError(SessionError, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown ticket"
+
+
+class TicketStateError(SessionError):
+    pass
 
 
 class RouterError(LlmosError):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from assistant.errors import InputError, SessionError, UnknownSessionError
+from assistant.errors import InputError, SessionError, UnknownSessionError, UnknownTicketError
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -75,6 +75,21 @@ class Ticket:
     reason: str
     created: float
     agent: str | None = None
+    updated: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "session_id": self.session_id,
+            "status": self.status,
+            "reason": self.reason,
+            "agent": self.agent,
+            "created": self.created,
+            "updated": self.updated or self.created,
+        }
+
+
+_TICKET_COLS = "id, session_id, status, reason, created, agent, updated"
 
 
 # -- migrations ---------------------------------------------------------------------------
@@ -348,7 +363,6 @@ class SessionStore:
 
         If a turn with the same idempotency key exists, that turn is returned unchanged.
         """
-        now = time.time()
         _check_text(user_text, "message")
         _check_text(reply_text, "reply")
         try:
@@ -362,57 +376,70 @@ class SessionStore:
                         existing = self.find_idempotent(session_id, idempotency_key)
                         assert existing is not None
                         return existing
-                if (
-                    db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone()
-                    is None
-                ):
-                    raise UnknownSessionError(f"unknown session id: {session_id}")
-                n = db.execute(
-                    "SELECT COALESCE(MAX(n), 0) + 1 FROM turns WHERE session_id = ?", (session_id,)
-                ).fetchone()[0]
-                db.execute(
-                    "INSERT INTO turns (session_id, n, kind, user_text, reply_text, skill, confidence,"
-                    " sources, data, idem_key, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        session_id,
-                        n,
-                        kind,
-                        user_text,
-                        reply_text,
-                        skill,
-                        float(confidence),
-                        json.dumps(sources or [], ensure_ascii=False),
-                        json.dumps(data or {}, ensure_ascii=False, default=str),
-                        idempotency_key,
-                        now,
+                return self._insert_turn(
+                    db,
+                    Turn(
+                        session_id=session_id,
+                        n=0,
+                        user_text=user_text,
+                        reply_text=reply_text,
+                        skill=skill,
+                        confidence=confidence,
+                        sources=sources or [],
+                        data=data or {},
+                        kind=kind,
+                        idempotency_key=idempotency_key,
                     ),
-                )
-                sets: list[str] = ["updated = ?"]
-                args: list[Any] = [now]
-                if state is not None:
-                    sets.append("state = ?")
-                    args.append(json.dumps(state, ensure_ascii=False, default=str))
-                if title is not None:
-                    sets.append("title = ?")
-                    args.append(title)
-                db.execute(
-                    f"UPDATE sessions SET {', '.join(sets)} WHERE id = ?", (*args, session_id)
+                    state=state,
+                    title=title,
                 )
         except sqlite3.OperationalError as exc:
             raise SessionError(f"could not save the conversation: {exc}") from None
-        return Turn(
-            session_id=session_id,
-            n=n,
-            user_text=user_text,
-            reply_text=reply_text,
-            skill=skill,
-            confidence=confidence,
-            sources=sources or [],
-            data=data or {},
-            kind=kind,
-            idempotency_key=idempotency_key,
-            created=now,
+
+    def _insert_turn(
+        self,
+        db: sqlite3.Connection,
+        turn: Turn,
+        *,
+        state: dict[str, Any] | None = None,
+        title: str | None = None,
+    ) -> Turn:
+        """Number and insert ``turn`` inside the caller's transaction; update the session row."""
+        now = time.time()
+        sid = turn.session_id
+        if db.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchone() is None:
+            raise UnknownSessionError(f"unknown session id: {sid}")
+        turn.n = db.execute(
+            "SELECT COALESCE(MAX(n), 0) + 1 FROM turns WHERE session_id = ?", (sid,)
+        ).fetchone()[0]
+        turn.created = now
+        db.execute(
+            "INSERT INTO turns (session_id, n, kind, user_text, reply_text, skill, confidence,"
+            " sources, data, idem_key, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                sid,
+                turn.n,
+                turn.kind,
+                turn.user_text,
+                turn.reply_text,
+                turn.skill,
+                float(turn.confidence),
+                json.dumps(turn.sources, ensure_ascii=False),
+                json.dumps(turn.data, ensure_ascii=False, default=str),
+                turn.idempotency_key,
+                now,
+            ),
         )
+        sets: list[str] = ["updated = ?"]
+        args: list[Any] = [now]
+        if state is not None:
+            sets.append("state = ?")
+            args.append(json.dumps(state, ensure_ascii=False, default=str))
+        if title is not None:
+            sets.append("title = ?")
+            args.append(title)
+        db.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE id = ?", (*args, sid))
+        return turn
 
     def set_state(self, session_id: str, state: dict[str, Any]) -> None:
         with self._tx() as db:
@@ -423,25 +450,25 @@ class SessionStore:
 
     # -- handoff tickets ---------------------------------------------------------------
     def open_ticket(self, session_id: str, reason: str) -> Ticket:
+        """The session's unclosed ticket, or a new open one: one ticket per handoff."""
         now = time.time()
         with self._tx() as db:
             row = db.execute(
-                "SELECT id, status, reason, created, agent FROM tickets"
-                " WHERE session_id = ? AND status != 'closed'",
+                f"SELECT {_TICKET_COLS} FROM tickets WHERE session_id = ? AND status != 'closed'",
                 (session_id,),
             ).fetchone()
             if row is not None:
-                return Ticket(row[0], session_id, row[1], row[2], row[3], row[4])
+                return Ticket(*row)
             cur = db.execute(
                 "INSERT INTO tickets (session_id, status, reason, created, updated)"
                 " VALUES (?, 'open', ?, ?, ?)",
                 (session_id, reason, now, now),
             )
             tid = int(cur.lastrowid or 0)
-        return Ticket(tid, session_id, "open", reason, now)
+        return Ticket(tid, session_id, "open", reason, now, None, now)
 
     def tickets(self, status: str | None = None) -> list[Ticket]:
-        q = "SELECT id, session_id, status, reason, created, agent FROM tickets"
+        q = f"SELECT {_TICKET_COLS} FROM tickets"
         args: tuple[Any, ...] = ()
         if status:
             q += " WHERE status = ?"
@@ -449,6 +476,15 @@ class SessionStore:
         with self._db_lock:
             rows = self._db.execute(q + " ORDER BY id", args).fetchall()
         return [Ticket(*r) for r in rows]
+
+    def ticket(self, ticket_id: int) -> Ticket:
+        with self._db_lock:
+            row = self._db.execute(
+                f"SELECT {_TICKET_COLS} FROM tickets WHERE id = ?", (int(ticket_id),)
+            ).fetchone()
+        if row is None:
+            raise UnknownTicketError(f"unknown ticket #{ticket_id}")
+        return Ticket(*row)
 
     def set_ticket_status(self, ticket_id: int, status: str, agent: str | None = None) -> None:
         if status not in {"open", "claimed", "closed"}:
@@ -459,7 +495,111 @@ class SessionStore:
                 (status, agent, time.time(), ticket_id),
             )
             if cur.rowcount == 0:
-                raise SessionError(f"unknown ticket {ticket_id}")
+                raise UnknownTicketError(f"unknown ticket #{ticket_id}")
+
+    def desk_update(
+        self,
+        ticket_id: int,
+        *,
+        status: str,
+        agent: str | None,
+        handoff: dict[str, Any] | None,
+        turn: Turn | None = None,
+    ) -> tuple[Ticket, Turn | None]:
+        """Change a ticket, the session's handoff state and (optionally) add a turn, atomically.
+
+        The customer's widget learns about a claim, an agent's message or the end of the
+        handoff from the stored turns and state; one transaction keeps them in step.
+        """
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT {_TICKET_COLS} FROM tickets WHERE id = ?", (int(ticket_id),)
+            ).fetchone()
+            if row is None:
+                raise UnknownTicketError(f"unknown ticket #{ticket_id}")
+            ticket = Ticket(*row)
+            db.execute(
+                "UPDATE tickets SET status = ?, agent = COALESCE(?, agent), updated = ? WHERE id = ?",
+                (status, agent, now, ticket.id),
+            )
+            srow = db.execute(
+                "SELECT state FROM sessions WHERE id = ?", (ticket.session_id,)
+            ).fetchone()
+            state = json.loads(srow[0]) if srow else {}
+            if handoff is None:
+                state.pop("handoff", None)
+            else:
+                state["handoff"] = handoff
+            stored: Turn | None = None
+            if turn is not None:
+                stored = self._insert_turn(db, turn, state=state)
+            else:
+                db.execute(
+                    "UPDATE sessions SET state = ?, updated = ? WHERE id = ?",
+                    (json.dumps(state, ensure_ascii=False, default=str), now, ticket.session_id),
+                )
+        ticket.status, ticket.updated = status, now
+        ticket.agent = agent or ticket.agent
+        return ticket, stored
+
+    # -- statistics --------------------------------------------------------------------
+    def stats(self, since: float | None = None, bucket_s: int = 3600) -> dict[str, Any]:
+        """Turns, skills used, unanswered rate and handoffs since ``since``, also per bucket."""
+        since = float(since or 0.0)
+        bucket_s = max(60, int(bucket_s))
+        with self._db_lock:
+            total, unanswered = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(skill IN ('fallback', 'clarify')), 0) FROM turns"
+                " WHERE kind = 'chat' AND created >= ?",
+                (since,),
+            ).fetchone()
+            skills = self._db.execute(
+                "SELECT skill, COUNT(*) FROM turns WHERE kind = 'chat' AND created >= ?"
+                " GROUP BY skill ORDER BY COUNT(*) DESC",
+                (since,),
+            ).fetchall()
+            handoffs = self._db.execute(
+                "SELECT COUNT(*) FROM tickets WHERE created >= ?", (since,)
+            ).fetchone()[0]
+            sessions = self._db.execute(
+                "SELECT COUNT(DISTINCT session_id) FROM turns WHERE created >= ?", (since,)
+            ).fetchone()[0]
+            turn_series = self._db.execute(
+                "SELECT CAST(created / ? AS INTEGER) AS b, COUNT(*),"
+                " SUM(skill IN ('fallback', 'clarify')) FROM turns"
+                " WHERE kind = 'chat' AND created >= ? GROUP BY b ORDER BY b",
+                (bucket_s, since),
+            ).fetchall()
+            ticket_series = dict(
+                self._db.execute(
+                    "SELECT CAST(created / ? AS INTEGER) AS b, COUNT(*) FROM tickets"
+                    " WHERE created >= ? GROUP BY b",
+                    (bucket_s, since),
+                ).fetchall()
+            )
+        buckets = sorted({b for b, _, _ in turn_series} | set(ticket_series))
+        by_bucket = {b: (n, u) for b, n, u in turn_series}
+        series = [
+            {
+                "start": b * bucket_s,
+                "turns": by_bucket.get(b, (0, 0))[0],
+                "unanswered": int(by_bucket.get(b, (0, 0))[1] or 0),
+                "handoffs": ticket_series.get(b, 0),
+            }
+            for b in buckets
+        ]
+        return {
+            "since": since,
+            "bucket_s": bucket_s,
+            "turns": int(total),
+            "sessions": int(sessions),
+            "skills": {k or "": int(v) for k, v in skills},
+            "unanswered": int(unanswered),
+            "unanswered_rate": round(unanswered / total, 4) if total else 0.0,
+            "handoffs": int(handoffs),
+            "series": series,
+        }
 
     def integrity_check(self) -> str:
         with self._db_lock:

@@ -4,7 +4,7 @@ the demo's knowledge. Policy corner cases use a scripted router to stay determin
 import pytest
 
 from assistant.dialogue import DialogueManager, DialoguePolicy
-from assistant.errors import InputError, UnknownSessionError
+from assistant.errors import InputError, TicketStateError, UnknownSessionError, UnknownTicketError
 from assistant.router import Intent
 from assistant.sessions import SessionStore
 from skills import Reply, Services, SkillRegistry
@@ -175,7 +175,7 @@ def test_clarification_answer_runs_the_chosen_skill(policy_dm):
     assert r.skill == "smalltalk"
 
 
-def test_low_confidence_twice_offers_a_person(policy_dm):
+def test_low_confidence_twice_hands_over_to_a_person(policy_dm):
     low = Intent("qa", "qa", 0.2, alternatives=[("summarize", 0.01)])
     dm, sid = policy_dm(
         [low, Intent("qa", "qa", 0.2, alternatives=[("summarize", 0.01)])],
@@ -185,7 +185,88 @@ def test_low_confidence_twice_offers_a_person(policy_dm):
     r1 = dm.turn(sid, "blorp")
     assert r1.skill == "fallback"
     r2 = dm.turn(sid, "zzzk")
-    assert r2.data.get("offer_handoff") and "person" in r2.text
+    assert r2.skill == "handoff" and "person" in r2.text
+    assert r2.data["handoff"]["status"] == "open"
+    assert r2.data["handoff"]["reason"].startswith("low confidence")
+    [ticket] = dm.store.tickets("open")
+    assert ticket.session_id == sid and ticket.reason.startswith("low confidence")
+
+
+def test_negative_sentiment_twice_hands_over(tmp_path):
+    store = SessionStore(tmp_path / "s.db")
+    reg = SkillRegistry.discover(entry_points_enabled=False)
+    ok = Intent("smalltalk", "smalltalk", 0.9)
+    dm = DialogueManager(
+        ScriptedRouter([ok, ok, ok, ok]),
+        reg,
+        store,
+        Services(handoff=lambda sid, why: store.open_ticket(sid, why).id),
+        DialoguePolicy(negative_sentiment_handoff=2),
+        is_negative=lambda text: "awful" in text,
+    )
+    sid = store.create().id
+    try:
+        assert dm.turn(sid, "this is awful").skill == "smalltalk"
+        assert dm.turn(sid, "hello").skill == "smalltalk"  # the streak resets
+        assert dm.turn(sid, "awful service").skill == "smalltalk"
+        r = dm.turn(sid, "truly awful")
+        assert r.skill == "handoff"
+        assert store.tickets("open")[0].reason == "repeated negative sentiment"
+    finally:
+        store.close()
+
+
+def test_handoff_desk_round_trip(demo_bot):
+    """Customer asks for a person, an agent claims, talks, closes; the bot takes over again."""
+    sid = demo_bot.new_session()
+    demo_bot.chat("how long does delivery take?", sid)
+    r = demo_bot.chat("I want to talk to a person", sid)
+    ticket_id = r.data["ticket"]
+    assert r.data["handoff"]["status"] == "open"
+    # while nobody has claimed it, the bot keeps answering
+    assert demo_bot.chat("do you ship to Canada?", sid).skill != "agent"
+    assert [t.id for t in demo_bot.tickets("open")].count(ticket_id) == 1
+
+    ticket = demo_bot.claim_ticket(ticket_id, "Alex")
+    assert ticket.status == "claimed" and ticket.agent == "Alex"
+    assert demo_bot.handoff_state(sid)["status"] == "claimed"
+    with pytest.raises(TicketStateError):
+        demo_bot.claim_ticket(ticket_id, "Sam")
+
+    r = demo_bot.chat("my kettle arrived broken", sid)
+    assert r.skill == "agent" and r.text == ""  # delivered to Alex, the bot stays quiet
+    agent_turn = demo_bot.agent_reply(ticket_id, "Alex", "Sorry! I'll send a new one today.")
+    with pytest.raises(TicketStateError):
+        demo_bot.agent_reply(ticket_id, "Sam", "hi")
+
+    turns = demo_bot.transcript(sid)
+    kinds = [t.kind for t in turns]
+    assert kinds[-3:] == ["system", "customer", "agent"]
+    assert turns[-1].n == agent_turn.n and turns[-1].reply_text.startswith("Sorry!")
+    assert [t.n for t in turns] == list(range(1, len(turns) + 1))
+
+    demo_bot.close_ticket(ticket_id, "Alex")
+    assert demo_bot.ticket(ticket_id).status == "closed"
+    assert demo_bot.handoff_state(sid) is None
+    assert demo_bot.chat("how long does delivery take?", sid).skill == "qa"
+    with pytest.raises(TicketStateError):
+        demo_bot.agent_reply(ticket_id, "Alex", "one more thing")
+    with pytest.raises(UnknownTicketError):
+        demo_bot.ticket(999_999)
+
+    stats = demo_bot.stats()
+    assert stats["handoffs"] >= 1 and stats["turns"] >= 4 and stats["series"]
+
+
+def test_customer_can_go_back_to_the_bot(demo_bot):
+    sid = demo_bot.new_session()
+    ticket_id = demo_bot.chat("can I speak to a human", sid).data["ticket"]
+    demo_bot.claim_ticket(ticket_id, "Alex")
+    r = demo_bot.chat("never mind, back to the bot please", sid)
+    assert r.skill == "handoff" and "back with the assistant" in r.text
+    assert demo_bot.ticket(ticket_id).status == "closed"
+    assert demo_bot.handoff_state(sid) is None
+    assert demo_bot.chat("how long does delivery take?", sid).skill == "qa"
 
 
 def test_skill_crash_becomes_polite_reply(policy_dm, tmp_path):

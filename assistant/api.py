@@ -17,12 +17,14 @@ import logging
 import re
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from assistant.config import BotConfig, IntentSpec, load_config, load_intents
 from assistant.dialogue import DialogueManager, DialoguePolicy, validate_message
 from assistant.errors import ConfigError, InputError, LlmosError, TicketStateError
+from assistant.pii import install_logging_filter, redact, redact_obj
 from assistant.project import Project, demo_project, resolve_project
 from assistant.router import Example, IntentRouter
 from assistant.sessions import SessionStore, Ticket, Turn
@@ -56,6 +58,7 @@ class Assistant:
         self.project = project
         project.ensure_dirs()
         self.config: BotConfig = load_config(project.config_file)
+        install_logging_filter(self.config.pii)  # no customer email or card number in any log
         self.intents: dict[str, IntentSpec] = load_intents(project.intents_file)
         if embedder is None:
             from knowledge.embed import shared_embedder
@@ -153,6 +156,20 @@ class Assistant:
         self.store.get(session_id)
         return self.store.turns(session_id)
 
+    def redacted_transcript(self, session_id: str) -> list[Turn]:
+        """The transcript with emails, phones, card numbers and IBANs masked: for exports."""
+        cfg = self.config.pii
+        return [
+            replace(
+                t,
+                user_text=redact(t.user_text, cfg),
+                reply_text=redact(t.reply_text, cfg),
+                sources=redact_obj(t.sources, cfg),
+                data=redact_obj(t.data, cfg),
+            )
+            for t in self.transcript(session_id)
+        ]
+
     # -- the handoff desk (human agents) -----------------------------------------------
     def tickets(self, status: str | None = None) -> list[Ticket]:
         """Handoff tickets, oldest first; ``status`` is "open", "claimed" or "closed"."""
@@ -162,6 +179,14 @@ class Assistant:
 
     def ticket(self, ticket_id: int) -> Ticket:
         return self.store.ticket(ticket_id)
+
+    def ticket_view(self, ticket_id: int) -> dict[str, Any]:
+        """What the desk shows an agent: the ticket and the conversation so far, PII masked."""
+        ticket = self.store.ticket(ticket_id)
+        return {
+            **ticket.to_dict(),
+            "transcript": [t.to_dict() for t in self.redacted_transcript(ticket.session_id)],
+        }
 
     def handoff_state(self, session_id: str) -> dict[str, Any] | None:
         """``{"ticket", "status", "agent", "reason"}`` while a handoff is active, else None."""
@@ -295,7 +320,7 @@ class Assistant:
                 )
 
     def _open_ticket(self, session_id: str, reason: str) -> int:
-        return self.store.open_ticket(session_id, reason).id
+        return self.store.open_ticket(session_id, redact(reason, self.config.pii)[:500]).id
 
     def _capabilities(self) -> list[str]:
         caps = []

@@ -13,8 +13,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from assistant.errors import ConfigError
+from assistant.pii import PIIConfig
 
 MAX_CONFIG_BYTES = 2_000_000
+
 
 
 class _Strict(BaseModel):
@@ -61,6 +63,15 @@ class TranslationConfig(_Strict):
     """Language pair ("en-de") -> model directory, relative to the project."""
 
 
+class EvalConfig(_Strict):
+    dir: str = "eval"
+    """Evaluation files for `llmos eval` (router.yaml, qa.jsonl, ...), relative to the project."""
+    fail_under: dict[str, float] = Field(default_factory=dict)
+    """Default `--fail-under` thresholds, e.g. ``router.accuracy: 0.9``."""
+    fail_over: dict[str, float] = Field(default_factory=dict)
+    """Default `--fail-over` thresholds for lower-is-better metrics, e.g. ``latency.p95_ms``."""
+
+
 class BotConfig(_Strict):
     name: str = "llmos assistant"
     company: str = ""
@@ -72,6 +83,9 @@ class BotConfig(_Strict):
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     lm: LMConfig = Field(default_factory=LMConfig)
     translation: TranslationConfig = Field(default_factory=TranslationConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    pii: PIIConfig = Field(default_factory=PIIConfig)
+    """What is redacted from logs, exports and handoff tickets (the session store keeps it)."""
     skills: dict[str, Any] = Field(default_factory=dict)
     """``disabled: [name, ...]`` and per-skill settings keyed by skill name."""
     keys: dict[str, str] = Field(default_factory=dict)

@@ -94,7 +94,7 @@ class SlashCommandsMixin:
             if self.session_id is None:
                 raise CommandError("nothing to export yet: send a message first")
             session = self.bot.store.get(self.session_id)
-            turns = self.bot.transcript(self.session_id)
+            turns = self.bot.redacted_transcript(self.session_id)
             path = export_session(
                 self.bot.project.state / "exports", session.title, session.id, turns
             )

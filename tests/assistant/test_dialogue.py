@@ -302,3 +302,33 @@ def test_first_run_trains_the_demo_language_model_and_generate_streams(demo_bot)
     assert isinstance(final, Reply) and final.skill == "generate"
     assert "".join(i for i in items[:-1] if isinstance(i, str)).strip() == final.text.strip()
     assert final.text.strip()
+
+
+def test_pii_never_reaches_logs_exports_or_tickets(demo_bot):
+    """Canaries sent through chat and handoff are masked in exports, tickets and log records."""
+    import io
+    import logging
+
+    from assistant.pii import install_logging_filter
+
+    canaries = ["jo.canary@example.com", "4111 1111 1111 1111", "+44 20 7946 0958"]
+    sid = demo_bot.new_session()
+    demo_bot.chat(f"my email is {canaries[0]} and my card {canaries[1]}", sid)
+    r = demo_bot.chat(f"I want to talk to a person, call me on {canaries[2]}", sid)
+    view = demo_bot.ticket_view(r.data["ticket"])
+    exported = [t.to_dict() for t in demo_bot.redacted_transcript(sid)]
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    logging.getLogger().addHandler(handler)
+    try:
+        install_logging_filter(demo_bot.config.pii)  # what Assistant() does at start-up
+        logging.getLogger("assistant.test").warning("customer said %s", f"mail {canaries[0]}")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert "customer said mail [email]" in buf.getvalue()
+    blob = repr(view) + repr(exported) + repr(demo_bot.tickets()) + buf.getvalue()
+    for canary in canaries:
+        assert canary not in blob, canary
+    assert "[email]" in blob and "[card]" in blob and "[phone]" in blob
+    # the conversation itself keeps what the customer wrote (stated in the README)
+    assert canaries[0] in demo_bot.transcript(sid)[0].user_text

@@ -102,6 +102,16 @@ class FakeAssistant:
         self.store.get(session_id)
         return self.store.turns(session_id)
 
+    def redacted_transcript(self, session_id: str) -> list[Any]:
+        from dataclasses import replace
+
+        from assistant.pii import redact
+
+        return [
+            replace(t, user_text=redact(t.user_text), reply_text=redact(t.reply_text))
+            for t in self.transcript(session_id)
+        ]
+
     def ingest(self, paths: list[Any], show_progress: bool = False, on_progress: Any = None):
         for i in range(self.ingest_steps):
             time.sleep(self.ingest_delay)

@@ -149,9 +149,15 @@ async def test_session_commands_switch_rename_export(fake_bot):
         await send(pilot, "/session list")
         table = app.query(".help-view").last()
         assert isinstance(table, Markdown) and first in table.source and second in table.source
+        await send(pilot, "my card is 4111 1111 1111 1111, mail jo.canary@example.com")
+        await wait_for(pilot, lambda: not app._replying and len(replies(app)) == 2)
         await send(pilot, "/session export")
         exported = list((fake_bot.project.state / "exports").glob("*.md"))
-        assert len(exported) == 1 and "hello one" in exported[0].read_text()
+        text = exported[0].read_text()
+        assert len(exported) == 1 and "hello one" in text
+        # exports are redacted: the card number and address never reach the file
+        assert "[card]" in text and "[email]" in text
+        assert "4111" not in text and "jo.canary" not in text
         assert any(str(exported[0]) in m for _, m in notes(app))
         # the sidebar lists both sessions; selecting one switches
         items = list(app.query(SessionItem))

@@ -57,6 +57,12 @@ def answer_question(kb: KnowledgeBase, question: str, context: dict) -> Answer:
     # answers that better than a FAQ entry that merely mentions the entity.
     graph = _graph_answer(reasoner, query, used) if used else None
     follow_up = graph is not None and graph.score >= th.graph
+    # An attribute of a named entity ("what is the warranty on the Lumo kettle?") is a graph
+    # fact; a FAQ entry that only mentions the entity loses to it unless it is a paraphrase.
+    faq_score = faq["score"] if faq is not None else 0.0
+    if graph is None and own and th.faq <= faq_score < _FAQ_PARAPHRASE:
+        graph = _graph_answer(reasoner, query, own)
+        follow_up = graph is not None and graph.score >= max(th.graph + 0.1, faq_score - 0.05)
     if faq is not None and faq["score"] >= th.faq and not follow_up:
         cit = _passage(faq).citation
         data["entities"] = _merge(data["entities"], guess_entities(faq["question"]))
@@ -98,6 +104,10 @@ def answer_question(kb: KnowledgeBase, question: str, context: dict) -> Answer:
                       "faq", data)  # fmt: skip
     best = max([c["score"] for c in cands[:1]] + [0.0])
     return Answer("", [], float(max(0.0, min(1.0, best))), False, "none", data)
+
+
+#: A FAQ question this similar to the user's is a paraphrase: its answer beats a graph fact.
+_FAQ_PARAPHRASE = 0.8
 
 
 def _merge(a: list[str], b: list[str]) -> list[str]:

@@ -72,9 +72,32 @@ def relation_key(relation: str) -> str:
     return "_".join(re.sub(r"[^\w\s-]", " ", relation.lower()).replace("-", " ").split())
 
 
+#: How people ask for the commonest attribute relations; the embedder matches questions
+#: ("how much is it?") against these better than against the bare relation name.
+_RELATION_GLOSS = {
+    "price": "price, how much it costs",
+    "costs": "price, how much it costs",
+    "cost": "price, how much it costs",
+    "warranty": "warranty, how long the guarantee lasts",
+    "made_by": "made by, which brand makes it",
+    "brand": "brand, who makes it",
+    "colours": "colours, which colours it comes in",
+    "colors": "colours, which colours it comes in",
+    "colour": "colour, which colour it is",
+    "capacity": "capacity, how much it holds",
+    "weighs": "weight, how heavy it is",
+    "weight": "weight, how heavy it is",
+    "founded": "founded, who founded it",
+    "founded_by": "founded by, who founded it",
+    "founded_in": "founded in, when it was founded",
+    "located_in": "located in, where it is",
+}
+
+
 def relation_phrase(relation: str) -> str:
-    """``"made_by"`` -> ``"made by"`` (what the embedder reads)."""
-    return relation.replace("_", " ").strip()
+    """``"made_by"`` -> ``"made by, which brand makes it"`` (what the embedder reads)."""
+    gloss = _RELATION_GLOSS.get(relation.strip().lower())
+    return gloss or relation.replace("_", " ").strip()
 
 
 def _check_text(value: Any, what: str, limit: int) -> str:

@@ -79,6 +79,8 @@ _LEAD = re.compile(r"^(?:the|a|an|its|their|our|this|that|these|those)\s+", re.I
 _STOPWORDS_TEXT = (
     "the a an it its this that these those which who what how why where when there here they we "
     "you he she i our your their his her and or but if so also yes no "
+    # auxiliaries that open a question ("Is the Lumo Kettle cordless?")
+    "is are was were do does did can could will would should may might must has have had "
 )
 _STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 

@@ -13,6 +13,7 @@ once applied (the pattern of simonw/llm).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -217,14 +218,24 @@ class SessionStore:
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
             else:
                 try:
                     self._db.execute("COMMIT")
                 except sqlite3.OperationalError as exc:
-                    self._db.execute("ROLLBACK")
+                    self._rollback()
                     raise SessionError(f"could not save the conversation: {exc}") from None
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is still open.
+
+        SQLite may already have rolled back itself (disk full, I/O error); a bare ROLLBACK
+        would then raise "no transaction is active" and hide the error that matters.
+        """
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.OperationalError):
+                self._db.execute("ROLLBACK")
 
     def lock(self, session_id: str) -> threading.Lock:
         """The lock that serialises turns of one session."""

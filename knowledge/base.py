@@ -182,11 +182,16 @@ class KnowledgeBase:
         """Persist index and graph after SQLite commits (called under the write lock)."""
         n = self.index.ntotal
         want = resolve_kind(self.index_kind, n, self.hnsw_threshold)
-        if self.index.needs_rebuild or want != self.index.kind:
-            self.index = self._rebuild(want)
-        else:
-            self._save_index()
-        self._save_graph()
+        try:
+            if self.index.needs_rebuild or want != self.index.kind:
+                self.index = self._rebuild(want)
+            else:
+                self._save_index()
+            self._save_graph()
+        except OSError as exc:  # disk full: SQLite holds everything; the next save catches up
+            raise StoreError(
+                f"{self.store_dir}: cannot save the index or graph ({exc.strerror or exc})"
+            ) from None
 
     # -- graph -------------------------------------------------------------------------
     def _graph_module(self):

@@ -101,10 +101,15 @@ def discover(paths: Sequence[str | Path], roots: Sequence[Path]) -> tuple[list[P
         except IngestError as exc:
             errors.append((str(p), str(exc)))
             return
-        if not rp.exists():
+        try:
+            exists, is_dir = rp.exists(), rp.is_dir()
+        except OSError as exc:  # name too long, permission denied on a parent, ...
+            errors.append((str(p), f"{str(p)[:200]}: cannot access ({exc.strerror or exc})"))
+            return
+        if not exists:
             errors.append((str(p), f"{p}: no such file or folder"))
             return
-        if rp.is_dir():
+        if is_dir:
             if explicit or not p.is_symlink():
                 walk(rp)
             return

@@ -220,10 +220,14 @@ class VectorIndex:
         with self._lock.read():
             data = faiss.serialize_index(self._index).tobytes()
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # disk full, I/O error: no half-written temp file stays behind
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"{path}: cannot write the index ({exc.strerror or exc})") from None
         return tmp, hashlib.sha256(data).hexdigest()
 
     @classmethod

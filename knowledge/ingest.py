@@ -95,7 +95,10 @@ def run_ingest(
                     report.removed.append(key)
                     dirty = True
         if dirty or kb.store.pending_graph():
-            kb._checkpoint()
+            try:
+                kb._checkpoint()
+            except KnowledgeError as exc:  # SQLite holds the documents; the next ingest catches up
+                report.errors.append(("(index and graph)", str(exc)))
     finally:
         if bar is not None:
             bar.close()

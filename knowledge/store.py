@@ -10,6 +10,7 @@ graph facts changed and are not yet saved in ``graph.json``, so the graph can be
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -97,16 +98,36 @@ class Store:
         class _Tx:
             def __enter__(self) -> sqlite3.Connection:
                 store._lock.acquire()
-                store._db.execute("BEGIN IMMEDIATE")
+                try:
+                    store._db.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    store._lock.release()
+                    raise StoreError(f"{store.path}: cannot write ({exc})") from None
                 return store._db
 
             def __exit__(self, exc_type, exc, tb) -> None:
                 try:
-                    store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+                    if exc_type is None:
+                        try:
+                            store._db.execute("COMMIT")
+                            return
+                        except sqlite3.OperationalError as err:
+                            store._rollback()
+                            raise StoreError(f"{store.path}: cannot write ({err})") from None
+                    store._rollback()
+                    if isinstance(exc, sqlite3.OperationalError):  # disk full, I/O error
+                        raise StoreError(f"{store.path}: cannot write ({exc})") from None
                 finally:
                     store._lock.release()
 
         return _Tx()
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (disk full); a bare ROLLBACK would then raise
+        # "no transaction is active" and hide the real error.
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.OperationalError):
+                self._db.execute("ROLLBACK")
 
     def _query(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
         with self._lock:

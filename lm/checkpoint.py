@@ -113,8 +113,15 @@ def write_checkpoint_dir(
         _fsync_dir(target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError":
+            # disk full or an I/O error: the old checkpoint is untouched; say so on one line
+            msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            msg = msg.splitlines()[0] if msg.strip() else type(exc).__name__
+            raise CheckpointError(
+                f"cannot write the checkpoint {target} ({msg}); the previous one is intact"
+            ) from None
         raise
     return target
 

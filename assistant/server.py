@@ -1,0 +1,1412 @@
+"""The HTTP service: a thin FastAPI layer over :class:`assistant.api.Assistant`.
+
+    llmos serve [--project DIR] [--host 127.0.0.1] [--port 8000] [--workers N]
+
+Routes (all but ``/healthz``, ``/openapi.json``, ``/`` and ``/widget.js`` need a key in the
+``X-API-Key`` header; a key in the query string or a cookie is ignored):
+
+    POST /v1/chat                       widget  one turn -> {"session_id", "turn", "reply", ...}
+    POST /v1/chat/stream                widget  the same turn as server-sent events
+    GET  /v1/sessions/{id}?after=N      widget  the transcript (turns after N) and handoff state
+    GET  /v1/tickets?status=            agent   the handoff desk
+    GET  /v1/tickets/{id}               agent   a ticket and its conversation
+    POST /v1/tickets/{id}/claim|reply|close  agent
+    POST /v1/documents                  admin   upload files (multipart) or {"name", "text"}
+    GET  /v1/stats?since=&bucket=       admin   turns, skills, unanswered rate, handoffs
+    GET  /healthz                               liveness, no key
+
+Why it is shaped this way:
+
+- Turns run in a bounded thread pool, never on the event loop, so a skill that hangs cannot
+  stall ``/healthz`` or other sessions. A turn that outlives ``turn_timeout_s`` gets a polite
+  200 reply with ``timed_out: true``; the thread finishes the turn and stores it, and the
+  client sees it through ``GET /v1/sessions/{id}`` or by retrying with its idempotency key.
+- Turns of one session start in the order the server accepted them: a FIFO asyncio lock per
+  session is taken before the turn is handed to a thread (a plain thread lock wakes waiters
+  in no particular order). The store's own per-session lock and its single-transaction
+  appends then make each turn land exactly once, numbered without gaps.
+- Keys are checked against salted digests (``assistant.keys``), roles gate routes, widget keys
+  are bound to browser origins (exact match; CORS preflights are answered for any origin some
+  active widget key allows), and every key has a token bucket (``assistant.ratelimit``).
+- Request bodies are capped before they are read (413), JSON and multipart alike.
+
+With ``--workers N`` uvicorn imports :func:`app_from_env` in each worker process, so no
+SQLite connection crosses a ``fork()``. Rate limits and the per-session ordering are then per
+worker: a key may get up to N times its limit, and two workers may interleave turns of one
+session (each turn is still stored once, numbered without gaps, by the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request, Security
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from assistant.dialogue import MAX_MESSAGE_CHARS, validate_message
+from assistant.errors import (
+    InputError,
+    LlmosError,
+    SessionError,
+    TicketStateError,
+    UnknownSessionError,
+    UnknownTicketError,
+)
+from assistant.keys import EPHEMERAL_ID, ApiKey, KeyStore, normalize_origin
+from assistant.ratelimit import RateLimiter
+from assistant.sessions import SESSION_ID_RE
+
+LOG = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+TIMEOUT_TEXT = (
+    "Sorry, that is taking too long. I'm still working on it: "
+    "please check back in a moment or ask again."
+)
+UPLOAD_SUFFIXES_NOTE = "txt, md, html, pdf, csv, jsonl, json, tsv"
+_IDEM_RE = r"^[\x21-\x7e]{1,128}$"
+#: Text the dialogue accepts: no NUL, not only white space (linear-time in pydantic's engine).
+_TEXT_RE = r"^[^\x00]*[^\s\x00][^\x00]*$"
+#: What ``Assistant`` accepts as an agent's name.
+_AGENT_NAME_RE = r"^[\w .'@-]*[\w.'@-][\w .'@-]*$"
+#: A JSON upload's name: a plain text or Markdown file name.
+_DOC_NAME_RE = r"^[A-Za-z0-9_()+-]([A-Za-z0-9_()+ -]|\.[A-Za-z0-9_()+-]){0,100}\.(txt|md)$"
+_NAME_OK = re.compile(r"[^A-Za-z0-9._() +-]")
+_MAX_ID = 2**62
+
+
+# -- settings -----------------------------------------------------------------------------
+@dataclass
+class ServerSettings:
+    """How the service runs; ``llmos serve`` flags map onto these fields."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_body_bytes: int = 64 * 1024
+    """Largest request body for every route but uploads (413 beyond)."""
+    max_upload_bytes: int = 16 * 1024 * 1024
+    """Largest ``POST /v1/documents`` body."""
+    turn_timeout_s: float = 20.0
+    """A turn that takes longer gets a polite reply (200, ``timed_out: true``)."""
+    turn_threads: int = 4
+    """Threads that run turns; a hung skill holds one, never the event loop."""
+    unauthenticated_rate_per_min: float = 600.0
+    """Requests with a missing or wrong key, per client address, before 429."""
+    public_origins: list[str] = field(default_factory=list)
+    """This server's own origins (the demo page's widget key allows them); derived from
+    host and port when empty."""
+    demo_key: bool = True
+    """Create an in-memory widget key for the demo page at ``/``."""
+    demo_secret: str | None = None
+    """Share one demo key between workers (set by :func:`serve`)."""
+    docs: bool = False
+    """Serve ``/docs`` and ``/redoc`` (``/openapi.json`` is always served)."""
+    torch_threads: int = 1
+    """Intra-op threads per turn (``llmos serve`` only): turns already run in parallel, and
+    more would oversubscribe the cores (measured: 40-47 -> 58 FAQ answers/s on 2 cores)."""
+    switch_interval_s: float = 0.0005
+    """``sys.setswitchinterval`` for ``llmos serve``: the event loop gets the GIL back sooner
+    from busy turn threads (p50 at one client 17 -> 11 ms on 2 loaded cores)."""
+    limit_concurrency: int = 512
+    """uvicorn: connections beyond this get 503 instead of piling up."""
+    timeout_keep_alive: int = 5
+
+    def origins(self) -> list[str]:
+        if self.public_origins:
+            return sorted({normalize_origin(o) for o in self.public_origins})
+        hosts = {self.host}
+        if self.host in {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"}:
+            hosts = {"127.0.0.1", "localhost"}
+        out = []
+        for h in sorted(hosts):
+            h = f"[{h}]" if ":" in h else h
+            out.append(normalize_origin(f"http://{h}:{self.port}"))
+        return out
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls, text: str | None) -> ServerSettings:
+        return cls(**json.loads(text)) if text else cls()
+
+
+# -- request and response bodies (also the OpenAPI spec) -----------------------------------
+class ChatIn(BaseModel):
+    session_id: str | None = Field(
+        None, pattern=SESSION_ID_RE.pattern, description="null starts a new conversation"
+    )
+    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS, pattern=_TEXT_RE)
+    idempotency_key: str | None = Field(
+        None,
+        pattern=_IDEM_RE,
+        description="A retry with the same key returns the stored reply instead of a second turn",
+    )
+
+
+class SourceOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    kind: str
+    title: str
+    ref: str = ""
+    span: list[int] | None = None
+    page: int | None = None
+    snippet: str = ""
+    score: float = 0.0
+    path: list[str] = Field(default_factory=list)
+
+
+class ReplyOut(BaseModel):
+    text: str
+    skill: str
+    confidence: float
+    sources: list[SourceOut]
+    data: dict[str, Any]
+
+
+class ChatOut(BaseModel):
+    session_id: str
+    turn: int | None = Field(description="null when the turn timed out (it is stored later)")
+    reply: ReplyOut
+    handoff: dict[str, Any] | None
+    timed_out: bool = False
+    replayed: bool = False
+
+
+class TurnOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    n: int
+    kind: str
+    user: str
+    reply: str
+    skill: str
+    confidence: float
+    sources: list[dict[str, Any]]
+    created: float
+
+
+class TranscriptOut(BaseModel):
+    session_id: str
+    turns: list[TurnOut]
+    handoff: dict[str, Any] | None
+
+
+class TicketOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: int
+    session_id: str
+    status: str
+    reason: str
+    agent: str | None
+    created: float
+    updated: float
+
+
+class TicketDetailOut(BaseModel):
+    ticket: TicketOut
+    turns: list[TurnOut]
+    handoff: dict[str, Any] | None
+
+
+class AgentIn(BaseModel):
+    agent: str = Field(min_length=1, max_length=64, pattern=_AGENT_NAME_RE)
+
+
+class AgentReplyIn(AgentIn):
+    text: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS, pattern=_TEXT_RE)
+
+
+class AgentReplyOut(BaseModel):
+    ticket: TicketOut
+    turn: TurnOut
+
+
+class CloseIn(BaseModel):
+    agent: str | None = Field(None, min_length=1, max_length=64, pattern=_AGENT_NAME_RE)
+
+
+class FileError(BaseModel):
+    file: str
+    error: str
+
+
+class IngestOut(BaseModel):
+    saved: list[str]
+    added: list[str]
+    updated: list[str]
+    unchanged: list[str]
+    errors: list[FileError]
+    chunks: int
+    seconds: float
+
+
+class StatsOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    since: float
+    bucket_s: int
+    turns: int
+    intents: dict[str, int]
+    unanswered_rate: float
+    handoffs: int
+    series: list[dict[str, Any]]
+
+
+class HealthOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    status: str
+    bot: str
+    uptime_s: float
+    turns_in_flight: int
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "Malformed body, or nothing usable in it",
+        401: "Missing, unknown or revoked API key",
+        403: "The key's role or origin does not allow this",
+        404: "Unknown session or ticket",
+        409: "The ticket's state does not allow this",
+        413: "Request body too large",
+        429: "Rate limit exceeded (see Retry-After)",
+        503: "The session store is busy; retry",
+    }
+    return {c: {"model": ErrorOut, "description": text[c]} for c in codes}
+
+
+_AUTH_ERRORS = (400, 401, 403, 413, 429)
+#: One server-sent event: ``start``, ``chunk`` (many), then ``done`` or ``error``.
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["start", "chunk", "done", "error"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+
+
+# -- errors -------------------------------------------------------------------------------
+class ApiError(Exception):
+    """An error answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> Response:
+        return _error_response(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return _error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's shape, minus "input"/"ctx": they may echo huge or unencodable input
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        msg = f"{where}: {first['msg']}" if where else str(first["msg"])
+        return JSONResponse({"error": msg, "detail": detail}, status_code=422)
+
+    @app.exception_handler(LlmosError)
+    async def _llmos_error(_: Request, exc: LlmosError) -> Response:
+        if isinstance(exc, (UnknownSessionError, UnknownTicketError)):
+            return _error_response(404, str(exc))
+        if isinstance(exc, TicketStateError):
+            return _error_response(409, str(exc))
+        if isinstance(exc, InputError):
+            return _error_response(422, str(exc))
+        if isinstance(exc, SessionError):
+            return _error_response(503, f"{exc}; please retry")
+        LOG.warning("request failed: %s", exc)
+        return _error_response(400, str(exc))
+
+
+# -- pure ASGI middleware -----------------------------------------------------------------
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body too large (limit {limit:,} bytes)")
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit, by Content-Length up front or while a chunked body
+    streams in, before a route (or a multipart parser) buffers it."""
+
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.upload_limit = upload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.upload_limit if scope["path"] == "/v1/documents" else self.limit
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _send_error(send, 400, "invalid Content-Length")
+                    return
+                if declared > limit:
+                    await _send_error(send, 413, BodyTooLarge(limit).detail)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _send_error(send: Send, status: int, message: str, headers: Any = ()) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class CorsMiddleware:
+    """CORS for widget keys: an origin is allowed when an active widget key lists it.
+
+    Preflights (no key) pass for those origins and fail (403) otherwise; responses to
+    allowed origins carry ``Access-Control-Allow-Origin`` with that origin. Whether *this*
+    request's key allows the origin is checked with the key (403 there).
+    """
+
+    def __init__(self, app: ASGIApp, keys: KeyStore) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin = None
+        preflight = False
+        for name, value in scope.get("headers", ()):
+            if name == b"origin":
+                origin = value.decode("latin-1")
+            elif name == b"access-control-request-method":
+                preflight = True
+        extra = [(b"x-content-type-options", b"nosniff")]
+        if origin is not None and origin in self.keys.widget_origins():
+            extra += [
+                (b"access-control-allow-origin", origin.encode("latin-1")),
+                (b"access-control-expose-headers", b"Retry-After"),
+                (b"vary", b"Origin"),
+            ]
+            if preflight and scope["method"] == "OPTIONS":
+                await _send_empty(
+                    send,
+                    204,
+                    [
+                        *extra,
+                        (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+                        (b"access-control-allow-headers", b"Content-Type, X-API-Key"),
+                        (b"access-control-max-age", b"600"),
+                    ],
+                )
+                return
+        elif origin is not None and preflight and scope["method"] == "OPTIONS":
+            await _send_error(send, 403, "origin not allowed", [(b"vary", b"Origin")])
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+# -- the service's state ------------------------------------------------------------------
+class _SessionGate:
+    """One FIFO asyncio lock per session: turns start in the order they were accepted."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, list[Any]] = {}  # session id -> [lock, holders + waiters]
+
+    async def acquire(self, session_id: str) -> Callable[[], None]:
+        entry = self._locks.get(session_id)
+        if entry is None:
+            entry = self._locks[session_id] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            await entry[0].acquire()
+        except BaseException:
+            self._drop(session_id, entry)
+            raise
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                entry[0].release()
+                self._drop(session_id, entry)
+
+        return release
+
+    def _drop(self, session_id: str, entry: list[Any]) -> None:
+        entry[1] -= 1
+        if entry[1] <= 0 and self._locks.get(session_id) is entry:
+            del self._locks[session_id]
+
+
+class Service:
+    """What the routes share: the assistant, keys, limits, the turn pool."""
+
+    def __init__(self, assistant: Any, keys: KeyStore, settings: ServerSettings) -> None:
+        self.assistant = assistant
+        self.keys = keys
+        self.settings = settings
+        self.limiter = RateLimiter()
+        self.pool = ThreadPoolExecutor(
+            max_workers=max(1, settings.turn_threads), thread_name_prefix="llmos-turn"
+        )
+        self.gate = _SessionGate()
+        self._start_lock = threading.Lock()
+        self.started = time.time()
+        self.in_flight = 0
+        self._in_flight_lock = threading.Lock()
+        self.demo_key: str | None = None
+
+    # -- auth --------------------------------------------------------------------------
+    def authenticate(self, request: Request, secret: str | None, right: str) -> ApiKey:
+        key = self.keys.verify(secret) if secret else None
+        if key is None:
+            client = request.client.host if request.client else "unknown"
+            d = self.limiter.hit(f"ip:{client}", self.settings.unauthenticated_rate_per_min)
+            if not d.allowed:
+                raise ApiError(429, "too many requests", {"Retry-After": str(d.retry_after)})
+            msg = "missing API key" if not secret else "invalid or revoked API key"
+            raise ApiError(401, msg, {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'})
+        d = self.limiter.hit(f"key:{key.id}:{key.prefix}", key.rate)
+        if not d.allowed:
+            raise ApiError(
+                429,
+                f"rate limit exceeded; retry in {d.retry_after} s",
+                {"Retry-After": str(d.retry_after)},
+            )
+        if not key.can(right):
+            raise ApiError(403, f"a {key.role} key cannot do this")
+        origin = request.headers.get("origin")
+        if key.role == "widget" and origin is not None and origin not in key.origins:
+            raise ApiError(403, "this key is not allowed from this origin")
+        return key
+
+    # -- sessions ----------------------------------------------------------------------
+    async def session_for(self, key: ApiKey, session_id: str | None, idem: str | None) -> str:
+        """The conversation this request continues or starts; 404 for one the key may not see."""
+        if session_id is not None:
+            await run_in_threadpool(self.check_access, key, session_id)
+            return session_id
+        return await run_in_threadpool(self.start_session, key, idem)
+
+    def start_session(self, key: ApiKey, idem: str | None) -> str:
+        with self._start_lock:  # a retried "start" must not start two sessions
+            if idem is not None:
+                found = self.keys.session_for(key.id, idem)
+                if found is not None:
+                    return found
+            sid = self.assistant.new_session()
+            return self.keys.bind_session(sid, key.id, idem)
+
+    def check_access(self, key: ApiKey, session_id: str) -> None:
+        if not self.assistant.store.exists(session_id):
+            raise UnknownSessionError(f"unknown session id: {session_id}")
+        if key.role == "widget" and self.keys.session_owner(session_id) != key.id:
+            # the same answer as for a missing session: ids are not probed this way
+            raise UnknownSessionError(f"unknown session id: {session_id}")
+
+    # -- turns -------------------------------------------------------------------------
+    def _count(self, delta: int) -> None:
+        with self._in_flight_lock:
+            self.in_flight += delta
+
+    def _turn_job(
+        self, key: ApiKey, session_id: str, text: str, idem: str | None, check: bool
+    ) -> dict[str, Any]:
+        # one thread hop per message: access check, turn and response body together
+        # (every hop back to the event loop waits for the GIL behind busy turn threads)
+        self._count(1)
+        try:
+            if check:
+                self.check_access(key, session_id)
+            reply = self.assistant.chat(text, session_id, idempotency_key=idem)
+            return self.chat_body(session_id, reply)
+        finally:
+            self._count(-1)
+
+    async def turn(
+        self, key: ApiKey, session_id: str | None, text: str, idem: str | None
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        check = session_id is not None
+        if session_id is None:
+            session_id = await self.session_for(key, None, idem)
+        release = await self.gate.acquire(session_id)
+        try:
+            fut = loop.run_in_executor(
+                self.pool, self._turn_job, key, session_id, text, idem, check
+            )
+        except BaseException:
+            release()
+            raise
+        # the gate opens when the turn ends, not when the client stops waiting
+        fut.add_done_callback(lambda _f: release())
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.settings.turn_timeout_s)
+        except TimeoutError:
+            LOG.warning(
+                "turn in session %s exceeded %.1fs", session_id, self.settings.turn_timeout_s
+            )
+            return self.timeout_body(session_id)
+
+    def public_sources(self, sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Source refs relative to the project: clients need no server file paths."""
+        root = Path(self.assistant.project.root)
+        state = Path(self.assistant.project.state)
+        out = []
+        for src in sources:
+            ref = str(src.get("ref") or "")
+            if ref and Path(ref).is_absolute():
+                p = Path(ref)
+                for base in (root, state):
+                    if p.is_relative_to(base):
+                        ref = p.relative_to(base).as_posix()
+                        break
+                else:
+                    ref = p.name
+            out.append({**src, "ref": ref})
+        return out
+
+    def turn_dict(self, turn: Any) -> dict[str, Any]:
+        d = turn.to_dict()
+        d["sources"] = self.public_sources(d.get("sources") or [])
+        return d
+
+    def timeout_body(self, session_id: str) -> dict[str, Any]:
+        return {
+            "session_id": session_id,
+            "turn": None,
+            "reply": {
+                "text": TIMEOUT_TEXT,
+                "skill": "timeout",
+                "confidence": 0.0,
+                "sources": [],
+                "data": {"session_id": session_id},
+            },
+            "handoff": None,
+            "timed_out": True,
+            "replayed": False,
+        }
+
+    def chat_body(self, session_id: str, reply: Any) -> dict[str, Any]:
+        """The /v1/chat response for a reply (called in a turn thread: it may read the store)."""
+        data = _jsonable(reply.data)
+        if "handoff" in reply.data:
+            handoff = data.get("handoff")
+        else:
+            handoff = self.assistant.handoff_state(session_id)
+        out = reply.to_dict()
+        out["data"] = data
+        out["sources"] = self.public_sources(out["sources"])
+        return {
+            "session_id": session_id,
+            "turn": data.get("turn"),
+            "reply": out,
+            "handoff": handoff,
+            "timed_out": False,
+            "replayed": bool(data.get("replayed", False)),
+        }
+
+    async def stream(self, session_id: str, text: str, idem: str | None) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        end = object()
+        yield _sse("start", {"session_id": session_id})
+        release = await self.gate.acquire(session_id)
+
+        def work() -> None:
+            self._count(1)
+            try:
+                for item in self.assistant.stream(text, session_id, idempotency_key=idem):
+                    if not isinstance(item, str):
+                        item = self.chat_body(session_id, item)
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except BaseException as exc:  # reported to the client as an error event
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                self._count(-1)
+                loop.call_soon_threadsafe(queue.put_nowait, end)
+
+        try:
+            fut = loop.run_in_executor(self.pool, work)
+        except BaseException:
+            release()
+            raise
+        fut.add_done_callback(lambda _f: release())
+        deadline = loop.time() + self.settings.turn_timeout_s
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                yield _sse("done", self.timeout_body(session_id))
+                return
+            if item is end:
+                return
+            if isinstance(item, str):
+                yield _sse("chunk", {"text": item})
+            elif isinstance(item, BaseException):
+                if isinstance(item, LlmosError):
+                    message = str(item)
+                else:
+                    LOG.error("streamed turn failed", exc_info=item)
+                    message = "internal error"
+                yield _sse("error", {"error": message})
+                return
+            else:
+                yield _sse("done", item)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, ensure_ascii=False, default=str))
+
+
+# -- uploads ------------------------------------------------------------------------------
+def safe_upload_name(name: str) -> str:
+    """A plain file name for an upload, or InputError: no paths, no hidden or odd names."""
+    from knowledge.documents import SUPPORTED
+
+    if not isinstance(name, str) or not name.strip():
+        raise InputError("a file name is required")
+    raw = name.strip()
+    if "/" in raw or "\\" in raw or "\x00" in raw or raw in {".", ".."} or ":" in raw:
+        raise InputError(f"{raw[:80]!r}: file names may not contain a path")
+    if raw.startswith(".") or ".." in raw:
+        raise InputError(f"{raw[:80]!r}: hidden files and '..' are not accepted")
+    if any(ord(c) < 32 for c in raw):
+        raise InputError(f"{raw[:80]!r}: control characters in the file name")
+    clean = _NAME_OK.sub("_", raw)
+    if len(clean) > 120:
+        raise InputError(f"{raw[:80]!r}…: file name too long (120 characters at most)")
+    suffix = Path(clean).suffix.lower()
+    if suffix not in SUPPORTED:
+        raise InputError(f"{clean}: unsupported file type (use {UPLOAD_SUFFIXES_NOTE})")
+    return clean
+
+
+def upload_dir(project: Any) -> Path:
+    """Where uploads land: ``knowledge/uploads`` of a project (ingested again at start-up);
+    the demo's content ships inside the package, so its uploads go to its state dir."""
+    base = project.state / "uploads" if project.is_demo else project.knowledge_dir / "uploads"
+    return Path(base)
+
+
+def save_uploads(
+    project: Any, files: list[tuple[str, bytes]]
+) -> tuple[list[Path], list[FileError]]:
+    from knowledge.atomic import atomic_write
+
+    root = upload_dir(project)
+    root.mkdir(parents=True, exist_ok=True)
+    if root.is_symlink() or root.parent.is_symlink():
+        raise InputError("the upload folder is a symlink; refusing to write there")
+    real = root.resolve()
+    saved: list[Path] = []
+    errors: list[FileError] = []
+    for name, data in files:
+        try:
+            clean = safe_upload_name(name)
+            target = root / clean
+            if target.is_symlink() or target.resolve().parent != real:
+                raise InputError(f"{clean}: would be written outside the upload folder")
+            atomic_write(target, data)
+            saved.append(target)
+        except InputError as exc:
+            errors.append(FileError(file=str(name)[:200], error=str(exc)))
+    return saved, errors
+
+
+def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
+    """The file parts of a ``multipart/form-data`` body: ``[(filename, bytes)]``.
+
+    A small strict parser over an already size-capped body (python-multipart is not a
+    dependency); non-file fields are ignored, malformed bodies raise InputError.
+    """
+    from email.message import EmailMessage
+
+    boundary = _boundary(content_type)
+    delim = b"--" + boundary.encode("latin-1")
+    chunks = body.split(delim)
+    if len(chunks) < 3:
+        raise InputError("malformed multipart body (no parts or no closing boundary)")
+    out: list[tuple[str, bytes]] = []
+    closed = False
+    for raw in chunks[1:]:
+        if raw.startswith(b"--"):
+            closed = True
+            break
+        if not raw.startswith(b"\r\n") or not raw.endswith(b"\r\n"):
+            raise InputError("malformed multipart body (bad part framing)")
+        head, sep, content = raw[2:-2].partition(b"\r\n\r\n")
+        if not sep:
+            raise InputError("malformed multipart body (part without headers)")
+        lines = head.split(b"\r\n")
+        if len(lines) > 16:
+            raise InputError("malformed multipart body (too many part headers)")
+        disposition = ""
+        for line in lines:
+            hname, colon, value = line.partition(b":")
+            if not colon:
+                raise InputError("malformed multipart body (bad part header)")
+            if hname.strip().lower() == b"content-disposition":
+                disposition = value.decode("utf-8", "replace").strip()
+        if not disposition:
+            continue
+        msg = EmailMessage()
+        try:
+            msg["Content-Disposition"] = disposition
+            filename = msg.get_filename()
+        except Exception:
+            raise InputError("malformed multipart body (bad Content-Disposition)") from None
+        if filename is None:
+            continue  # a plain form field
+        out.append((str(filename), content))
+    if not closed:
+        raise InputError("malformed multipart body (no closing boundary)")
+    return out
+
+
+def _boundary(content_type: str) -> str:
+    m = re.search(r'boundary=(?:"([^"]{1,70})"|([^\s;,"]{1,70}))', content_type, re.I)
+    if m is None:
+        raise InputError("multipart body without a boundary")
+    value = m.group(1) or m.group(2)
+    if not re.fullmatch(r"[0-9A-Za-z'()+_,\-./:=? ]{1,70}", value) or value.endswith(" "):
+        raise InputError("multipart boundary has invalid characters")
+    return value
+
+
+# -- static files -------------------------------------------------------------------------
+def _static(name: str) -> str | None:
+    try:
+        f = resources.files("assistant").joinpath("static").joinpath(name)
+        if not f.is_file():
+            return None
+        return f.read_text(encoding="utf-8")
+    except (OSError, ModuleNotFoundError, UnicodeDecodeError):
+        return None
+
+
+# -- the app ------------------------------------------------------------------------------
+def create_app(
+    assistant: Any | None = None,
+    *,
+    project: Any = None,
+    settings: ServerSettings | None = None,
+) -> FastAPI:
+    """The ASGI app. Without ``assistant`` it builds one for ``project`` at start-up
+    (and closes it at shutdown); a given assistant is shared and left open."""
+    from assistant.project import Project, resolve_project
+
+    settings = settings or ServerSettings()
+    if assistant is not None:
+        proj = assistant.project
+    else:
+        proj = project if isinstance(project, Project) else resolve_project(project)
+        proj.ensure_dirs()
+    keys = KeyStore.for_project(proj)
+
+    def start(bot: Any) -> Service:
+        svc_ = Service(bot, keys, settings)
+        if settings.demo_key:
+            _, svc_.demo_key = keys.create_ephemeral(
+                "widget", origins=settings.origins(), secret=settings.demo_secret
+            )
+        return svc_
+
+    # a given assistant is served at once (ASGI test clients may skip the lifespan)
+    service: Service | None = start(assistant) if assistant is not None else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal service
+        if service is not None:
+            yield
+            return
+        from assistant.api import Assistant
+
+        bot = await run_in_threadpool(Assistant, proj)
+        service = start(bot)
+        app.state.service = service
+        try:
+            yield
+        finally:
+            service.close()
+            bot.close()
+
+    app = FastAPI(
+        title="llmos assistant API",
+        version="1",
+        description="Chat, handoff desk, documents and statistics of an llmos bot. "
+        f"Send your key in the {API_KEY_HEADER} header.",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
+    )
+    app.state.keys = keys
+    app.state.settings = settings
+    app.state.service = service
+    _install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware,  # type: ignore[arg-type]
+        limit=settings.max_body_bytes,
+        upload_limit=settings.max_upload_bytes,
+    )
+    app.add_middleware(CorsMiddleware, keys=keys)  # type: ignore[arg-type]
+
+    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+    def svc() -> Service:
+        if service is None:
+            raise ApiError(503, "the assistant is starting")
+        return service
+
+    def need(right: str) -> Callable[..., Awaitable[ApiKey]]:
+        async def dependency(request: Request, secret: str | None = Security(header)) -> ApiKey:
+            return svc().authenticate(request, secret, right)
+
+        return dependency
+
+    chat_key = Depends(need("chat"))
+    desk_key = Depends(need("desk"))
+    admin_key = Depends(need("admin"))
+
+    # -- public ------------------------------------------------------------------------
+    @app.get("/healthz", response_model=HealthOut, tags=["service"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness: answered on the event loop, so it stays fast while turns run."""
+        s = svc()
+        return {
+            "status": "ok",
+            "bot": s.assistant.config.name,
+            "uptime_s": round(time.time() - s.started, 1),
+            "turns_in_flight": s.in_flight,
+        }
+
+    @app.get("/widget.js", include_in_schema=False)
+    async def widget_js() -> Response:
+        text = _static("widget.js")
+        if text is None:
+            return _error_response(404, "the web widget is not installed")
+        return Response(
+            text,
+            media_type="application/javascript; charset=utf-8",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        s = svc()
+        text = _static("index.html")
+        if text is None or s.demo_key is None:
+            return _error_response(404, "no demo page")
+        page = text.replace("{{WIDGET_KEY}}", html.escape(s.demo_key)).replace(
+            "{{TITLE}}", html.escape(s.assistant.config.name)
+        )
+        return HTMLResponse(
+            page,
+            headers={"Cache-Control": "no-store", "Content-Security-Policy": _page_csp(page)},
+        )
+
+    # -- chat --------------------------------------------------------------------------
+    @app.post(
+        "/v1/chat",
+        response_model=ChatOut,
+        tags=["chat"],
+        responses=_errors(*_AUTH_ERRORS, 404, 503),
+    )
+    async def chat(body: ChatIn, key: ApiKey = chat_key) -> dict[str, Any]:
+        """One turn: a new conversation when ``session_id`` is null."""
+        text = validate_message(body.message)
+        return await svc().turn(key, body.session_id, text, body.idempotency_key)
+
+    @app.post(
+        "/v1/chat/stream",
+        tags=["chat"],
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "Server-sent events: start, chunk..., done (or error)",
+                "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+            },
+            **_errors(*_AUTH_ERRORS, 404, 503),
+        },
+    )
+    async def chat_stream(body: ChatIn, key: ApiKey = chat_key) -> StreamingResponse:
+        """The same turn as ``/v1/chat``, streamed: ``event: start``, ``event: chunk``
+        (``{"text"}``) as the skill writes, then ``event: done`` with the /v1/chat body."""
+        s = svc()
+        text = validate_message(body.message)
+        sid = await s.session_for(key, body.session_id, body.idempotency_key)
+        return StreamingResponse(
+            s.stream(sid, text, body.idempotency_key),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get(
+        "/v1/sessions/{session_id}",
+        response_model=TranscriptOut,
+        tags=["chat"],
+        responses=_errors(*_AUTH_ERRORS, 404),
+    )
+    async def session(
+        session_id: str = PathParam(pattern=SESSION_ID_RE.pattern),
+        after: int = Query(0, ge=0, le=_MAX_ID, description="only turns numbered above this"),
+        key: ApiKey = chat_key,
+    ) -> dict[str, Any]:
+        """The conversation's turns (the widget polls this for agent messages)."""
+        s = svc()
+
+        def read() -> dict[str, Any]:
+            s.check_access(key, session_id)
+            turns = s.assistant.transcript(session_id)
+            return {
+                "session_id": session_id,
+                "turns": [s.turn_dict(t) for t in turns if t.n > after],
+                "handoff": s.assistant.handoff_state(session_id),
+            }
+
+        return await run_in_threadpool(read)
+
+    # -- the handoff desk --------------------------------------------------------------
+    TicketId = PathParam(ge=1, le=_MAX_ID)
+
+    @app.get(
+        "/v1/tickets",
+        response_model=list[TicketOut],
+        tags=["desk"],
+        responses=_errors(*_AUTH_ERRORS),
+    )
+    async def tickets(
+        status: Literal["open", "claimed", "closed"] | None = None, key: ApiKey = desk_key
+    ) -> list[dict[str, Any]]:
+        """Handoff tickets, oldest first."""
+        found = await run_in_threadpool(svc().assistant.tickets, status)
+        return [t.to_dict() for t in found]
+
+    @app.get(
+        "/v1/tickets/{ticket_id}",
+        response_model=TicketDetailOut,
+        tags=["desk"],
+        responses=_errors(*_AUTH_ERRORS, 404),
+    )
+    async def ticket(ticket_id: int = TicketId, key: ApiKey = desk_key) -> dict[str, Any]:
+        """A ticket with the customer's conversation so far."""
+        s = svc()
+        bot = s.assistant
+
+        def read() -> dict[str, Any]:
+            t = bot.ticket(ticket_id)
+            return {  # what an agent sees is redacted like any export (assistant/pii.py)
+                "ticket": t.to_dict(),
+                "turns": [s.turn_dict(x) for x in bot.redacted_transcript(t.session_id)],
+                "handoff": bot.handoff_state(t.session_id),
+            }
+
+        return await run_in_threadpool(read)
+
+    @app.post(
+        "/v1/tickets/{ticket_id}/claim",
+        response_model=TicketOut,
+        tags=["desk"],
+        responses=_errors(*_AUTH_ERRORS, 404, 409),
+    )
+    async def claim(body: AgentIn, ticket_id: int = TicketId, key: ApiKey = desk_key) -> Any:
+        """Take the conversation: the customer's next messages go to this agent."""
+        t = await run_in_threadpool(svc().assistant.claim_ticket, ticket_id, body.agent)
+        return t.to_dict()
+
+    @app.post(
+        "/v1/tickets/{ticket_id}/reply",
+        response_model=AgentReplyOut,
+        tags=["desk"],
+        responses=_errors(*_AUTH_ERRORS, 404, 409),
+    )
+    async def agent_reply(
+        body: AgentReplyIn, ticket_id: int = TicketId, key: ApiKey = desk_key
+    ) -> dict[str, Any]:
+        """Write into the customer's conversation (they see it on their next poll)."""
+        bot = svc().assistant
+
+        def do() -> dict[str, Any]:
+            turn = bot.agent_reply(ticket_id, body.agent, body.text)
+            return {"ticket": bot.ticket(ticket_id).to_dict(), "turn": turn.to_dict()}
+
+        return await run_in_threadpool(do)
+
+    @app.post(
+        "/v1/tickets/{ticket_id}/close",
+        response_model=TicketOut,
+        tags=["desk"],
+        responses=_errors(*_AUTH_ERRORS, 404, 409),
+    )
+    async def close(body: CloseIn, ticket_id: int = TicketId, key: ApiKey = desk_key) -> Any:
+        """End the handoff; the assistant answers the customer again."""
+        t = await run_in_threadpool(svc().assistant.close_ticket, ticket_id, body.agent)
+        return t.to_dict()
+
+    # -- admin -------------------------------------------------------------------------
+    upload_schema = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "files": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                            }
+                        },
+                        "required": ["files"],
+                    }
+                },
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "name": {
+                                "type": "string",
+                                "pattern": _DOC_NAME_RE,
+                                "description": "a .txt or .md file name",
+                            },
+                            "text": {"type": "string", "pattern": _TEXT_RE},
+                        },
+                        "required": ["name", "text"],
+                    }
+                },
+            },
+        }
+    }
+
+    @app.post(
+        "/v1/documents",
+        response_model=IngestOut,
+        tags=["admin"],
+        responses=_errors(*_AUTH_ERRORS, 503),
+        openapi_extra=upload_schema,
+    )
+    async def documents(request: Request, key: ApiKey = admin_key) -> Any:
+        """Add documents to the knowledge base: multipart files, or one JSON
+        ``{"name", "text"}``. Names are reduced to plain file names; files land in the
+        project's upload folder and are ingested at once."""
+        s = svc()
+        files = await _read_upload(request)
+        proj = s.assistant.project
+
+        def work() -> tuple[int, dict[str, Any]]:
+            saved, errors = save_uploads(proj, files)
+            if not saved:
+                return 400, _ingest_body([], None, errors)
+            report = s.assistant.ingest([str(p) for p in saved], roots=[upload_dir(proj)])
+            failed = {str(Path(p).resolve()) for p, _ in report.errors}
+            for p in saved:  # do not keep what cannot be ingested (it would fail at start-up)
+                if str(p.resolve()) in failed:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+            errors += [FileError(file=Path(p).name, error=str(e)) for p, e in report.errors]
+            ok = [p for p in saved if str(p.resolve()) not in failed]
+            return (200 if ok else 400), _ingest_body(ok, report, errors)
+
+        status, out = await run_in_threadpool(work)
+        if status != 200:
+            first = out["errors"][0]["error"] if out["errors"] else "no files"
+            return JSONResponse({"error": first, **out}, status_code=status)
+        return out
+
+    @app.get(
+        "/v1/stats",
+        response_model=StatsOut,
+        tags=["admin"],
+        responses=_errors(*_AUTH_ERRORS),
+    )
+    async def stats(
+        since: float | None = Query(None, ge=0, le=1e11, allow_inf_nan=False),
+        bucket: Literal["hour", "day"] = "hour",
+        key: ApiKey = admin_key,
+    ) -> dict[str, Any]:
+        """Turns, skills used (intents), unanswered rate and handoffs, also per hour/day."""
+        bucket_s = 3600 if bucket == "hour" else 86400
+        out = await run_in_threadpool(svc().assistant.stats, since, bucket_s)
+        out = dict(out)
+        out.setdefault("intents", out.get("skills", {}))
+        return out
+
+    return app
+
+
+def _ingest_body(saved: list[Path], report: Any, errors: list[FileError]) -> dict[str, Any]:
+    def names(paths: Any) -> list[str]:
+        return [Path(p).name for p in paths]
+
+    return {
+        "saved": names(saved),
+        "added": names(report.added) if report else [],
+        "updated": names(report.updated) if report else [],
+        "unchanged": names(report.unchanged) if report else [],
+        "errors": [e.model_dump() for e in errors],
+        "chunks": int(report.chunks) if report else 0,
+        "seconds": round(float(report.seconds), 3) if report else 0.0,
+    }
+
+
+async def _read_upload(request: Request) -> list[tuple[str, bytes]]:
+    ctype = request.headers.get("content-type", "")
+    body = await request.body()  # capped by BodyLimitMiddleware
+    main = ctype.split(";", 1)[0].strip().lower()
+    if main == "multipart/form-data":
+        try:
+            files = parse_multipart(body, ctype)
+        except InputError as exc:
+            raise ApiError(400, str(exc)) from None
+        if not files:
+            raise ApiError(400, "no files in the upload (send them as multipart file parts)")
+        return files
+    if main == "application/json" or main.endswith("+json"):
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "body is not valid JSON") from None
+        if not isinstance(doc, dict):
+            raise ApiError(400, 'expected {"name": ..., "text": ...}')
+        name, text = doc.get("name"), doc.get("text")
+        if not isinstance(name, str) or not isinstance(text, str) or not text.strip():
+            raise ApiError(400, 'expected {"name": ..., "text": ...} with non-empty text')
+        if not re.fullmatch(_DOC_NAME_RE, name):
+            raise ApiError(400, f"{name[:80]!r}: name a .txt or .md file (letters, digits, ._-)")
+        if "\x00" in text:
+            raise ApiError(400, "text contains a NUL character")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "text contains an invalid character (lone surrogate)") from None
+        return [(name, data)]
+    raise ApiError(400, "send multipart/form-data files or application/json")
+
+
+# -- running ------------------------------------------------------------------------------
+_ENV_PROJECT = "LLMOS_SERVE_PROJECT"
+_ENV_SETTINGS = "LLMOS_SERVE_SETTINGS"
+
+
+def app_from_env() -> FastAPI:
+    """The app factory each ``--workers`` process imports (project and settings from env)."""
+    project = os.environ.get(_ENV_PROJECT) or None
+    settings = ServerSettings.from_env(os.environ.get(_ENV_SETTINGS))
+    tune_process(settings)
+    return create_app(project=project, settings=settings)
+
+
+def tune_process(settings: ServerSettings) -> None:
+    """Process-wide knobs for a server process (not applied to an app made in tests)."""
+    import sys
+
+    if settings.switch_interval_s > 0:
+        sys.setswitchinterval(settings.switch_interval_s)
+    if settings.torch_threads > 0:
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a dependency
+            return
+        torch.set_num_threads(settings.torch_threads)
+
+
+def _page_csp(page: str) -> str:
+    """A strict CSP for the demo page: only our own script, only its own inline style block.
+
+    Even if a reply's text slipped past the widget's escaping, no injected script could run.
+    """
+    import base64
+    import hashlib
+
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(m.encode("utf-8")).digest()).decode() + "'"
+        for m in re.findall(r"<style>(.*?)</style>", page, flags=re.S)
+    )
+    return (
+        "default-src 'none'; script-src 'self'; "
+        f"style-src {hashes or chr(39) + 'none' + chr(39)}; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+_KEY_IN_TEXT = re.compile(r"llmos_(?:wk|ak|adm)_[A-Za-z0-9_-]+")
+
+
+class RedactKeys(logging.Filter):
+    """Blank out anything shaped like an API key in log lines (a client that puts its key
+    in the query string would otherwise leave it in the access log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _KEY_IN_TEXT.sub("llmos_[redacted]", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _KEY_IN_TEXT.sub("llmos_[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging config with :class:`RedactKeys` on every handler."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    cfg = copy.deepcopy(LOGGING_CONFIG)
+    cfg.setdefault("filters", {})["redact_keys"] = {"()": "assistant.server.RedactKeys"}
+    cfg["filters"]["redact_pii"] = {"()": "assistant.pii.RedactingFilter"}
+    for handler in cfg.get("handlers", {}).values():
+        handler.setdefault("filters", []).extend(["redact_keys", "redact_pii"])
+    return cfg
+
+
+def is_loopback(host: str) -> bool:
+    return host in {"127.0.0.1", "::1", "localhost"} or host.startswith("127.")
+
+
+def serve(
+    project: str | None = None,
+    *,
+    settings: ServerSettings | None = None,
+    log_level: str = "info",
+) -> None:
+    """Run the service with uvicorn until interrupted."""
+    import uvicorn
+
+    settings = settings or ServerSettings()
+    if not is_loopback(settings.host):
+        LOG.warning(
+            "listening on %s: the service is reachable from other machines; "
+            "put it behind a TLS reverse proxy",
+            settings.host,
+        )
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": log_level,
+        "limit_concurrency": settings.limit_concurrency,
+        "timeout_keep_alive": settings.timeout_keep_alive,
+        "server_header": False,
+        "proxy_headers": False,
+        "log_config": log_config(),
+    }
+    if settings.workers > 1:
+        from assistant.keys import generate_secret
+
+        if settings.demo_key and settings.demo_secret is None:
+            settings.demo_secret = generate_secret("widget")
+        from assistant.project import resolve_project
+
+        proj = resolve_project(project)
+        os.environ[_ENV_PROJECT] = "" if proj.is_demo else str(proj.root)
+        os.environ[_ENV_SETTINGS] = settings.to_env()
+        uvicorn.run(
+            "assistant.server:app_from_env", factory=True, workers=settings.workers, **common
+        )
+        return
+    tune_process(settings)
+    uvicorn.run(create_app(project=project, settings=settings), **common)
+
+
+__all__ = [
+    "EPHEMERAL_ID",
+    "ServerSettings",
+    "app_from_env",
+    "create_app",
+    "parse_multipart",
+    "safe_upload_name",
+    "serve",
+]

@@ -93,8 +93,12 @@ class SessionCrashHarness:
         sessions: int = 4,
         delay_ms: tuple[float, float] = (50.0, 500.0),
         python: str = sys.executable,
+        max_rate: float = 500.0,
     ) -> None:
         self.db = Path(db)
+        # a busy chat server, not a flood: unbounded sending grows the database by ~900 turns
+        # a cycle and the per-cycle check with it, so 1,000 cycles would take hours
+        self.send_interval = 1.0 / max_rate if max_rate > 0 else 0.0
         self.rng = random.Random(seed)
         self.stats = CrashStats(seed=seed)
         self.sessions = [f"s{i}" for i in range(sessions)]
@@ -155,6 +159,8 @@ class SessionCrashHarness:
                         json.dumps({"op": "turn", "session": sid, "key": key, "text": text}) + "\n"
                     )
                     proc.stdin.flush()
+                    if self.send_interval:
+                        time.sleep(self.send_interval)
             except (BrokenPipeError, OSError, ValueError):
                 pass
 

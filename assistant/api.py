@@ -84,6 +84,7 @@ class Assistant:
         )
         if self.config.translation.phrasebook:
             self.services.phrasebook_path = project.root / self.config.translation.phrasebook
+        self._attach_seq2seq()
         self.knowledge: Any = None
         if knowledge:
             self._open_knowledge()
@@ -275,6 +276,46 @@ class Assistant:
             )
         return ticket
 
+    def train_translator(
+        self,
+        pairs: list[str | Path],
+        src: str,
+        tgt: str,
+        *,
+        time_budget_s: float | None = 1200.0,
+        on_progress: Any = None,
+        **options: Any,
+    ) -> Path:
+        """Train ``models/translator-<src>-<tgt>`` on pair files; the chat uses it at once.
+
+        ``options`` go to :func:`lm.translator.train_translator` (``preset``, ``steps``, ...).
+        """
+        from lm.translator import train_translator
+
+        out = self.project.model_dir(f"translator-{src.lower()}-{tgt.lower()}")
+        train_translator(
+            [Path(p) for p in pairs],
+            src,
+            tgt,
+            out,
+            time_budget_s=time_budget_s,
+            on_progress=on_progress,
+            show_progress=False,
+            **options,
+        )
+        self._attach_seq2seq()
+        return out
+
+    def _attach_seq2seq(self) -> None:
+        """Translators and the abstractive summarizer, loaded on first use (none: skip)."""
+        from lm.translator import TranslatorSet
+
+        models = self.project.models_dir
+        self.services.translator = TranslatorSet(models) if models.is_dir() else None
+        summarizer_dir = self.project.model_dir("summarizer")
+        trained = (summarizer_dir / "best").is_dir() or (summarizer_dir / "config.json").is_file()
+        self.services.summarizer = _LazySummarizer(summarizer_dir) if trained else None
+
     def stats(self, since: float | None = None, bucket_s: int = 3600) -> dict[str, Any]:
         """Turns, skills, unanswered rate and handoffs since ``since`` (epoch seconds)."""
         return self.store.stats(since, bucket_s)
@@ -431,3 +472,22 @@ def _sentiment_scorer() -> Any:
     except ImportError:  # pragma: no cover - the module ships with llmos
         return None
     return is_negative
+
+
+class _LazySummarizer:
+    """The abstractive summarizer, loaded on the first summary (start-up stays fast)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = path.name
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def summarize(self, text: str, max_words: int | None = None) -> str:
+        with self._lock:
+            if self._model is None:
+                from lm.seq2seq import load_summarizer
+
+                self._model = load_summarizer(self.path)
+                self.name = getattr(self._model, "name", self.name)
+        return str(self._model.summarize(text, max_words=max_words))

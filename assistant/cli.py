@@ -32,7 +32,10 @@ app = typer.Typer(
     add_completion=False,
 )
 train_app = typer.Typer(help="Train models: router, lm, gnn.", no_args_is_help=True)
-eval_app = typer.Typer(help="Evaluate: router, qa, retrieval, kgqa, lm.", no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Evaluate the whole assistant (no subcommand: one report), or one part of it.",
+    invoke_without_command=True,
+)
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 
@@ -270,6 +273,58 @@ def train_router(
         typer.echo(f"Saved to {bot.project.model_dir('router')}")
     finally:
         bot.close()
+
+
+@eval_app.callback()
+def eval_all(
+    ctx: typer.Context,
+    project: str | None = PROJECT_OPT,
+    out: Path | None = typer.Option(
+        None, "--out", help="Report directory (default: <project state>/reports)."
+    ),
+    only: list[str] = typer.Option(
+        [], "--only", help="Run only these sections (repeatable): router, retrieval, qa, ..."
+    ),
+    fail_under: list[str] = typer.Option(
+        [], "--fail-under", help="METRIC=VALUE: exit 1 if the metric is below (repeatable)."
+    ),
+    fail_over: list[str] = typer.Option(
+        [], "--fail-over", help="METRIC=VALUE: exit 1 if the metric is above, e.g. latency."
+    ),
+) -> None:
+    """Every evaluation that applies to the project, in one report (Markdown, JSON, PNG)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from assistant.report import parse_thresholds, run_report
+
+    under = parse_thresholds(fail_under, "--fail-under")
+    over = parse_thresholds(fail_over, "--fail-over")
+    bot = _assistant(project)
+    try:
+        out_dir = out or (bot.project.state / "reports")
+        report = run_report(
+            bot,
+            out_dir,
+            only=only or None,
+            fail_under={**bot.config.eval.fail_under, **under},
+            fail_over={**bot.config.eval.fail_over, **over},
+            on_progress=lambda name: typer.secho(f"evaluating {name}…", dim=True, err=True),
+        )
+    finally:
+        bot.close()
+    width = max((len(k) for k in report.metrics), default=10)
+    for key, value in report.metrics.items():
+        before = report.previous.get(key)
+        was = f"   (previous {before:.4f})" if before is not None else ""
+        typer.echo(f"{key:<{width}}  {value:10.4f}{was}")
+    for section in report.sections:
+        if section.skipped:
+            typer.secho(f"skipped {section.name}: {section.skipped}", dim=True)
+    typer.echo(f"report: {out_dir / 'eval_report.md'}")
+    if report.failures:
+        for line in report.failures:
+            typer.secho(f"FAIL {line}", fg="red", err=True)
+        raise typer.Exit(1)
 
 
 @eval_app.command("router")

@@ -81,8 +81,12 @@ def resolve_project(path: str | Path | None = None) -> Project:
             raise ProjectError(
                 f"{path} is not a bot project (no llmos.yaml); create one with: llmos init {path}"
             )
+        if root == DEMO_ROOT.resolve():
+            return demo_project()  # the installed package stays read-only
         return Project(root=root, state=root)
     cwd = Path.cwd()
     if (cwd / "llmos.yaml").is_file():
+        if cwd.resolve() == DEMO_ROOT.resolve():
+            return demo_project()
         return Project(root=cwd.resolve(), state=cwd.resolve())
     return demo_project()

@@ -23,3 +23,21 @@ class UnsafeCheckpointError(CheckpointError):
 
 class DataError(LMError):
     pass
+
+
+# -- seq2seq (translator, abstractive summarizer) ---------------------------------------------
+#
+# DataError
+#  └── PairFileError      a pair file (TSV/CSV/JSONL or parallel .en/.de files) that cannot be
+#                         read as pairs: names the file and line (malformed row, mismatched line
+#                         counts, empty file, undecodable bytes)
+# CheckpointError
+#  └── MissingDependencyError   a model directory that needs an optional package (sentencepiece)
+
+
+class PairFileError(DataError):
+    """A pair file that cannot be read; the message names ``file:line``."""
+
+
+class MissingDependencyError(CheckpointError):
+    """Loading this model needs a package that is not installed; the message says which."""

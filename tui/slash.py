@@ -158,11 +158,13 @@ class SlashCommandsMixin:
         elif what == "lm":
             await self.start_job("Training the language model", jobs.train_lm, "s", loss=True)
         else:
-            import importlib.util
-
-            if importlib.util.find_spec("lm.translator") is None:
-                raise CommandError("translator training is not available yet")
-            await self.start_job("Training the translator", jobs.train_translator, "steps", True)
+            rest = args[1:]
+            await self.start_job(
+                "Training the translator",
+                lambda bot, cb: jobs.train_translator(bot, rest, cb),
+                "steps",
+                True,
+            )
 
     # -- long jobs ---------------------------------------------------------------------
     async def start_job(

@@ -8,7 +8,6 @@ LM training keeps its last checkpoint).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -101,15 +100,19 @@ def train_lm(bot: Any, on_progress: ProgressFn, time_budget_s: float = LM_TIME_B
     )
 
 
-def train_translator(bot: Any, on_progress: ProgressFn) -> str:
-    if importlib.util.find_spec("lm.translator") is None:
-        raise JobError("translator training is not available yet")
-    mod = importlib.import_module("lm.translator")
-    fn = getattr(mod, "train_translator", None)
-    if fn is None:
-        raise JobError("translator training is not available yet")
-    result = fn(bot.project, on_progress=on_progress)
-    return f"translator trained: {result}"
+def train_translator(bot: Any, args: list[str], on_progress: ProgressFn) -> str:
+    """``/train translator PAIRS SRC TGT``: a 20-minute translator run on the user's pairs."""
+    if len(args) != 3:
+        raise JobError(
+            "usage: /train translator PAIRS.tsv SRC TGT (for example: pairs.tsv en de); "
+            "longer runs: llmos train translator --pairs PAIRS --src en --tgt de --time 60m"
+        )
+    pairs, src, tgt = args
+    trainer = getattr(bot, "train_translator", None)
+    if trainer is None:
+        raise JobError("translator training is not available in this assistant")
+    out = trainer([pairs], src, tgt, on_progress=on_progress)
+    return f"translator {src}->{tgt} trained, saved to {out}; now in use"
 
 
 def model_lines(bot: Any) -> list[str]:

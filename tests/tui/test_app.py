@@ -220,8 +220,10 @@ async def test_train_commands(fake_bot):
             for sev, m in notes(app)
         )
         await send(pilot, "/train translator")
-        assert any("translator training is not available yet" in m for _, m in notes(app)) or (
-            app.query(JobPanel)
+        await wait_for(pilot, lambda: not app.query(JobPanel))
+        assert any(
+            sev == "error" and m.startswith("usage: /train translator PAIRS.tsv SRC TGT")
+            for sev, m in notes(app)
         )
 
 

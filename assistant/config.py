@@ -18,7 +18,6 @@ from assistant.pii import PIIConfig
 MAX_CONFIG_BYTES = 2_000_000
 
 
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -98,6 +98,15 @@ def _num(value: str) -> int:
     return int(value) if value.isdigit() else _NUMBER_WORDS.get(value, 1)
 
 
+_FRACTIONS = [
+    (r"\b(half|one half)\b", 0.5),
+    (r"\b(a|one) third\b", 0.33),
+    (r"\b(a|one) quarter\b", 0.25),
+    (r"\b(a|one) fifth\b", 0.2),
+    (r"\b(a|one) tenth\b", 0.1),
+]
+
+
 def summary_length(text: str) -> str | None:
     """ "in two sentences" -> "sentences:2"; "50 words" -> "words:50"; "20%" -> "ratio:0.2"."""
     if m := _SENT_RE.search(text):
@@ -109,11 +118,14 @@ def summary_length(text: str) -> str | None:
     if m := _PCT_RE.search(text):
         return f"ratio:{max(1, min(90, int(m.group('pct')))) / 100:.2f}"
     low = text.lower()
+    for pattern, share in _FRACTIONS:  # "half as long", "a third of it"
+        if re.search(pattern, low):
+            return f"ratio:{share:.2f}"
     if re.search(r"\b(one-liner|one liner|tl;?dr|very short|in short|briefly)\b", low):
         return "sentences:1"
     if re.search(r"\b(short|brief|quick)\b", low):
         return "sentences:2"
-    if re.search(r"\b(detailed|long|longer|in depth|thorough)\b", low):
+    if re.search(r"\b(detailed|long(?!\s+as)|longer|in depth|thorough)\b", low):
         return "sentences:6"
     return None
 

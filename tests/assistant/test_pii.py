@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from assistant.errors import ConfigError
@@ -327,5 +327,8 @@ def test_no_luhn_valid_card_survives(before, card, after):
 @_SETTINGS
 @given(_ANY, st.emails(), _ANY)
 def test_no_valid_email_survives(before, email, after):
+    # documented limit (assistant/pii.py): "/", "=" and "?" in the local part are not matched,
+    # so that "?email=jo@example.com" in a URL loses the address, not the URL before it
+    assume(not set(email.split("@")[0]) & set("/=?"))
     out = redact(f"{before} mail {email} now {after}")
     assert email not in out

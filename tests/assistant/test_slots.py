@@ -65,3 +65,18 @@ def test_no_follow_up_without_history_or_for_new_text():
     assert slots.follow_up("summarize that", "qa", has_history=False) is None
     assert slots.follow_up("translate 'where is my parcel' into German", "qa", True) is None
     assert slots.follow_up("and in French?", "qa", True) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "length"),
+    [
+        ("summarize it half as long", "ratio:0.50"),
+        ("a third as long please", "ratio:0.33"),
+        ("cut it to a quarter", "ratio:0.25"),
+        ("give me a long summary", "sentences:6"),
+    ],
+)
+def test_summary_length_fractions(text, length):
+    from assistant.slots import summary_length
+
+    assert summary_length(text) == length

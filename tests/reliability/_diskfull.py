@@ -132,6 +132,9 @@ def index(root: Path) -> dict[str, Any]:
         error = one_line(exc)
     except Exception as exc:
         error = {**one_line(exc), "unexpected": traceback.format_exc(limit=3)}
+    for where, msg in report_errors:  # ingest reports a failed index save instead of raising
+        if error is None and where == "(index and graph)":
+            error = {"type": "StoreError", "message": msg, "one_line": "\n" not in msg}
     meta = kb.store.get_meta("index") or {}
     old_intact = (
         hashlib.sha256(kb.index_path.read_bytes()).hexdigest() == meta.get("sha256")

@@ -20,6 +20,7 @@ they may be used from (exact match, CORS) and every key may carry its own rate l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -27,14 +28,14 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from assistant.errors import InputError, LlmosError
+from assistant.sqlite_tx import write_transaction
 
 ROLES = ("widget", "agent", "admin")
 KEY_PREFIXES = {"widget": "llmos_wk_", "agent": "llmos_ak_", "admin": "llmos_adm_"}
@@ -253,20 +254,14 @@ class KeyStore:
             self._db.close()
 
     # -- plumbing ----------------------------------------------------------------------
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise KeyStoreError(f"key database is busy or unwritable: {exc}") from None
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(
+            self._db,
+            self._lock,
+            KeyStoreError,
+            "key database is busy or unwritable",
+            "could not save the key",
+        )
 
     def _migrate(self) -> None:
         with self._lock:

@@ -20,13 +20,13 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from assistant.errors import InputError, SessionError, UnknownSessionError, UnknownTicketError
+from assistant.sqlite_tx import write_transaction
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -208,34 +208,14 @@ class SessionStore:
                         (fn.__name__, time.time()),
                     )
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._db_lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise SessionError(f"session database is busy or unwritable: {exc}") from None
-            try:
-                yield self._db
-            except BaseException:
-                self._rollback()
-                raise
-            else:
-                try:
-                    self._db.execute("COMMIT")
-                except sqlite3.OperationalError as exc:
-                    self._rollback()
-                    raise SessionError(f"could not save the conversation: {exc}") from None
-
-    def _rollback(self) -> None:
-        """Roll back if a transaction is still open.
-
-        SQLite may already have rolled back itself (disk full, I/O error); a bare ROLLBACK
-        would then raise "no transaction is active" and hide the error that matters.
-        """
-        if self._db.in_transaction:
-            with contextlib.suppress(sqlite3.OperationalError):
-                self._db.execute("ROLLBACK")
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(
+            self._db,
+            self._db_lock,
+            SessionError,
+            "session database is busy or unwritable",
+            "could not save the conversation",
+        )
 
     def lock(self, session_id: str) -> threading.Lock:
         """The lock that serialises turns of one session."""

@@ -53,10 +53,15 @@ def load_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict]:
 
 
 def _cites(citations: list, source: str) -> bool:
-    want = _norm(Path(source).name)
-    return any(
-        want in (_norm(c.title), _norm(Path(c.ref).name) if c.ref else "") for c in citations
-    )
+    """Does an answer cite ``source`` ("faq" matches faq.csv, "warranty.md" matches itself)?"""
+    want = {_norm(Path(source).name), _norm(Path(source).stem)}
+    for c in citations:
+        names = {_norm(c.title)}
+        if c.ref:
+            names |= {_norm(Path(c.ref).name), _norm(Path(c.ref).stem)}
+        if want & names:
+            return True
+    return False
 
 
 def eval_qa(kb: Any, rows: list[dict]) -> dict:

@@ -71,3 +71,14 @@ def test_eval_commands_write_reports(cli, project_dir: Path, tmp_path: Path) -> 
         cli, ["eval", "retrieval", "--data", str(bad), "--project", str(project_dir)]
     )
     assert res.exit_code != 0 and "line 1 needs the keys" in str(res.exception)
+
+
+def test_source_accuracy_matches_file_names_and_stems():
+    from knowledge.base import Citation
+    from knowledge.evaluation import _cites
+
+    faq = Citation("faq", "How long do refunds take?", "knowledge/faq.csv")
+    doc = Citation("document", "Warranty", "knowledge/docs/warranty.md")
+    assert _cites([faq], "faq") and _cites([faq], "faq.csv")
+    assert _cites([doc], "warranty.md") and _cites([doc], "warranty")
+    assert not _cites([faq, doc], "refund-policy.md")

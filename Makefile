@@ -41,6 +41,8 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) -m pip check                              # installed versions agree with each other
+	$(PY) -m pytest -q tests/test_dependencies.py   # no known-vulnerable versions
 
 fix: install
 	$(VENV)/bin/ruff check --fix .

@@ -194,8 +194,23 @@ def document_name(text: str, names: list[str]) -> str | None:
     return best if best_score >= 0.5 else None
 
 
+# "summarize this: <text>", "translate to German: <text>": the command is explicit, and the
+# pasted text (in any language) must not outvote it in the classifier
+_EXPLICIT_COMMAND = re.compile(
+    r"^\s*(?:please\s+|can you\s+|could you\s+)?(?P<verb>summari[sz]e|sum up|tl;?dr|translate)"
+    r"\b[^:\"“„«\n]{0,60}(?::|[\"“„«])",
+    re.I,
+)
+
+
 def follow_up(text: str, last_skill: str | None, has_history: bool) -> FollowUp | None:
-    """Notice messages that only make sense against the conversation so far."""
+    """Notice messages that only make sense against the conversation so far, and explicit
+    commands whose pasted text would otherwise dominate the classifier."""
+    if m := _EXPLICIT_COMMAND.match(text):
+        verb = m.group("verb").lower()
+        return FollowUp(
+            skill="translate" if verb == "translate" else "summarize", referent_kind=None
+        )
     if not has_history:
         return None
     if _MORE_RE.match(text) and last_skill:

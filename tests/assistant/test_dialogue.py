@@ -332,3 +332,16 @@ def test_pii_never_reaches_logs_exports_or_tickets(demo_bot):
     assert "[email]" in blob and "[card]" in blob and "[phone]" in blob
     # the conversation itself keeps what the customer wrote (stated in the README)
     assert canaries[0] in demo_bot.transcript(sid)[0].user_text
+
+
+def test_explicit_commands_win_over_the_pasted_text(demo_bot):
+    """Pasted foreign text must not outvote "summarize this:" in the classifier."""
+    sid = demo_bot.new_session()
+    r = demo_bot.chat(
+        "summarize this: Der Wasserkocher kam gestern an. Leider ist er kaputt. "
+        "Ich möchte mein Geld zurück, bitte.",
+        sid,
+    )
+    assert r.skill == "summarize" and "English" in r.text
+    r = demo_bot.chat("translate to German: thank you for your order", sid)
+    assert r.skill == "translate" and r.text == "Vielen Dank für Ihre Bestellung."

@@ -341,8 +341,10 @@ def test_pickle_checkpoint_is_refused_and_never_executed(layout: str, tmp_path: 
 def test_no_unsafe_deserialisation_in_the_packages() -> None:
     """Static ban (E2/E3): every torch.load passes weights_only=True; no pickle loads at all."""
     bad = []
-    for pkg in ("assistant", "knowledge", "lm", "skills", "tui"):
+    for pkg in ("assistant", "knowledge", "lm", "skills", "tui", "benchmarks", "tests"):
         for f in (REPO / pkg).rglob("*.py"):
+            if f.resolve() == Path(__file__).resolve():
+                continue  # this test spells the patterns out
             src = f.read_text(encoding="utf-8")
             for m in re.finditer(r"torch\.load\(([^)]*)\)", src):
                 if "weights_only=True" not in m.group(1):

@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from assistant.errors import InputError, LlmosError
-from assistant.sqlite_tx import write_transaction
+from assistant.sqlite_tx import connect, migrate, write_transaction
 
 ROLES = ("widget", "agent", "admin")
 KEY_PREFIXES = {"widget": "llmos_wk_", "agent": "llmos_ak_", "admin": "llmos_adm_"}
@@ -228,16 +228,7 @@ class KeyStore:
         self.path = Path(path)
         if self.path.is_symlink():
             raise KeyStoreError(f"refusing a key database behind a symlink: {self.path}")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-        except (sqlite3.DatabaseError, OSError) as exc:
-            raise KeyStoreError(f"cannot open the key database {self.path}: {exc}") from None
+        self._db = connect(self.path, KeyStoreError, "key database")
         self._lock = threading.RLock()
         self._ephemeral: dict[str, _Ephemeral] = {}
         self._origins_ttl = origins_ttl_s
@@ -264,20 +255,7 @@ class KeyStore:
         )
 
     def _migrate(self) -> None:
-        with self._lock:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)"
-            )
-            done = {r[0] for r in self._db.execute("SELECT name FROM _migrations")}
-            for fn in MIGRATIONS:
-                if fn.__name__ in done:
-                    continue
-                with self._tx() as db:
-                    fn(db)
-                    db.execute(
-                        "INSERT INTO _migrations (name, applied) VALUES (?, ?)",
-                        (fn.__name__, time.time()),
-                    )
+        migrate(self._db, self._lock, MIGRATIONS, self._tx)
 
     @staticmethod
     def _row(r: tuple[Any, ...]) -> ApiKey:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.errors import InputError, SessionError, UnknownSessionError, UnknownTicketError
-from assistant.sqlite_tx import write_transaction
+from assistant.sqlite_tx import connect, migrate, write_transaction
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -175,17 +175,7 @@ class SessionStore:
         self.path = Path(path)
         if self.path.is_symlink():
             raise SessionError(f"refusing a session database behind a symlink: {self.path}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(
-                str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute("PRAGMA busy_timeout=30000")
-        except sqlite3.DatabaseError as exc:
-            raise SessionError(f"cannot open the session database {self.path}: {exc}") from None
+        self._db = connect(self.path, SessionError, "session database")
         self._db_lock = threading.RLock()
         self._session_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -193,20 +183,7 @@ class SessionStore:
 
     # -- plumbing ----------------------------------------------------------------------
     def _migrate(self) -> None:
-        with self._db_lock:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)"
-            )
-            done = {r[0] for r in self._db.execute("SELECT name FROM _migrations")}
-            for fn in MIGRATIONS:
-                if fn.__name__ in done:
-                    continue
-                with self._tx():
-                    fn(self._db)
-                    self._db.execute(
-                        "INSERT INTO _migrations (name, applied) VALUES (?, ?)",
-                        (fn.__name__, time.time()),
-                    )
+        migrate(self._db, self._db_lock, MIGRATIONS, self._tx)
 
     def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return write_transaction(

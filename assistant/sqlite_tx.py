@@ -1,4 +1,7 @@
-"""One write transaction on a shared SQLite connection, for the session and key stores.
+"""SQLite plumbing shared by the session and key stores: open, migrate, write transactions.
+
+One connection per store (``check_same_thread=False``, autocommit so transactions are explicit),
+WAL with ``synchronous=NORMAL``: an acknowledged write survives a process crash.
 
 ``BEGIN IMMEDIATE`` takes the write lock up front (no upgrade deadlock between readers that
 turn writers), and a failure rolls back only if a transaction is still open: after a full disk
@@ -11,8 +14,48 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def connect(path: Path, error: type[Exception], what: str) -> sqlite3.Connection:
+    """Open ``path`` with the pragmas every llmos store uses; errors name the file in one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30.0)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=30000")
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise error(f"cannot open the {what} {path}: {exc}") from None
+    return db
+
+
+def migrate(
+    db: sqlite3.Connection,
+    lock: threading.Lock | threading.RLock,
+    migrations: list[Migration],
+    transaction: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]],
+) -> None:
+    """Apply the migrations not yet recorded in ``_migrations``, each in its own transaction
+    (the pattern of simonw/llm)."""
+    with lock:
+        db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)")
+        done = {r[0] for r in db.execute("SELECT name FROM _migrations")}
+        for fn in migrations:
+            if fn.__name__ in done:
+                continue
+            with transaction():
+                fn(db)
+                db.execute(
+                    "INSERT INTO _migrations (name, applied) VALUES (?, ?)",
+                    (fn.__name__, time.time()),
+                )
 
 
 def rollback(db: sqlite3.Connection) -> None:

@@ -697,9 +697,13 @@ class SummarizeSkill(Skill):
         if model is not None:
             try:
                 abs_text, abs_data = self._abstractive(model, text, length, services)
-                if abs_text:
+                if abs_text and not _degenerate(abs_data.pop("summary")):
                     return abs_text, abs_data
-                note = "the summarization model returned nothing"
+                note = (
+                    "the summarization model's output was unusable"
+                    if abs_text
+                    else "the summarization model returned nothing"
+                )
             except Exception as exc:  # an optional model must never cost the user a summary
                 note = f"the summarization model failed ({type(exc).__name__})"
             if services.embedder is None:
@@ -736,6 +740,7 @@ class SummarizeSkill(Skill):
         data = {
             "method": "abstractive",
             "model": name,
+            "summary": out,
             "words": len(out.split()),
             "sentences": len(_sentences(out)),
         }
@@ -823,3 +828,11 @@ class SummarizeSkill(Skill):
 
 def _doc_source(title: str) -> Source:
     return Source(kind="document", title=title, ref=title)
+
+
+def _degenerate(summary: str) -> bool:
+    """Output of an undertrained model ("sssss…", one word over and over): not a summary."""
+    words = re.findall(r"[^\W\d_]+", summary.lower())
+    if not words or max(len(w) for w in words) > 30:
+        return True
+    return len(words) >= 4 and len(set(words)) / len(words) < 0.3

@@ -338,3 +338,23 @@ def test_abstractive_failure_falls_back_to_extractive(embedder):
     first = r.text.split("\n\n")[0]
     assert all(s in ARTICLE for s in sentences_of(first))
     assert r.text.endswith("so these are the key sentences of the text)")
+
+
+class StutteringSummarizer:
+    """What an undertrained model produces: one character or word over and over."""
+
+    name = "stutter"
+
+    def __init__(self, out: str):
+        self.out = out
+
+    def summarize(self, text: str, max_words: int | None = None) -> str:
+        return self.out
+
+
+@pytest.mark.parametrize("out", ["s" * 120, "the the the the the the the the kettle"])
+def test_degenerate_abstractive_output_falls_back_to_extractive(embedder, out):
+    services = Services(embedder=embedder, summarizer=StutteringSummarizer(out))
+    _, r = run(SummarizeSkill(), SkillRequest(text=f"summarize: {ARTICLE}"), services)
+    assert r.data["method"] == "extractive" and "unusable" in r.data["fallback"]
+    assert out not in r.text and "summary" not in r.data

@@ -98,7 +98,12 @@ def guess_entities(text: str) -> list[str]:
 
 # -- extractive answers --------------------------------------------------------------------
 def best_sentences(
-    question_vec: np.ndarray, text: str, encode, max_sentences: int = 2, question: str = ""
+    question_vec: np.ndarray,
+    text: str,
+    encode,
+    max_sentences: int = 2,
+    question: str = "",
+    subject: str = "",
 ) -> tuple[int, int, float]:
     """Span ``(start, end)`` in ``text`` of the sentence(s) that best answer the question.
 
@@ -106,20 +111,29 @@ def best_sentences(
     the question's content words they contain (cosine alone prefers a sentence that talks
     *about* the product over the one that states its price). The best sentence, plus its
     neighbour when that scores nearly as well. Returns the span and the best score.
+
+    Spec lines ("**Price: $69** · **Warranty: 2 years**", "- Weight: 1.1 kg") are answers of
+    their own, one item each. ``subject`` names what the passage's document is about ("Lumo
+    Kettle"): a spec line never repeats it, so it is read as "Lumo Kettle: Price: $69";
+    otherwise it could not compete with prose that names the product but states no figure.
     """
     from knowledge.lexical import tokenize
 
-    spans = split_sentences(text)
+    items = [(a, b, spec) for a, b, spec in _answer_items(text) if spec or _is_content(text[a:b])]
     # Headings and fragments name a topic; they do not answer anything.
-    content = [(a, b) for a, b in spans if _is_content(text[a:b])]
-    spans = content or spans
-    if not spans:
+    items = items or [(a, b, False) for a, b, _ in _answer_items(text)]
+    if not items:
         return 0, len(text), 0.0
-    vecs = encode([text[a:b] for a, b in spans])
+    spans = [(a, b) for a, b, _ in items]
+    specs = [spec for _, _, spec in items]
+    texts = [
+        f"{subject}: {_plain(text[a:b])}" if spec and subject else text[a:b] for a, b, spec in items
+    ]
+    vecs = encode(texts)
     scores = vecs @ question_vec
     q_terms = set(tokenize(question))
     if q_terms:
-        overlap = [len(q_terms & set(tokenize(text[a:b]))) / len(q_terms) for a, b in spans]
+        overlap = [len(q_terms & set(tokenize(t))) / len(q_terms) for t in texts]
         scores = scores + 0.15 * np.asarray(overlap, dtype=np.float32)
     if _WANTS_NUMBER.search(question):
         # "how much / how long / what time" is answered by a sentence that states a figure
@@ -127,8 +141,9 @@ def best_sentences(
         scores = scores + 0.1 * np.asarray(has_figure, dtype=np.float32)
     i = int(np.argmax(scores))
     a, b = spans[i]
-    if max_sentences > 1:
-        near = [j for j in (i - 1, i + 1) if 0 <= j < len(spans)]
+    if max_sentences > 1 and not specs[i]:
+        # a spec line is a whole answer; the lines beside it state other attributes
+        near = [j for j in (i - 1, i + 1) if 0 <= j < len(spans) and not specs[j]]
         near = [j for j in near if scores[j] >= scores[i] - 0.08]
         if near:
             j = max(near, key=lambda j: scores[j])
@@ -141,6 +156,101 @@ _WANTS_NUMBER = re.compile(
     re.I,
 )
 _FIGURE = re.compile(r"\d|\$|€|£")
+# "Price: $69", "Grind settings: 40": a short key, a colon, a value (not "https://...", not "10:30")
+_SPEC = re.compile(r"(?P<key>[^\W\d_][\w'’()/&+ -]{0,40}?)\s*:\s+(?P<value>\S.*)", re.S)
+_BULLET = re.compile(r"\s*(?:[-*+•]|\d+[.)])\s+")
+# a key is a noun phrase: "Her brief was simple: ..." is prose with a colon in it
+_NOT_KEY_TEXT = (
+    "is are was were be been has have had do does did i you he she it we they me my your her "
+    "his its our their this that these those the a an if when so but not no there here"
+)
+_NOT_KEY = frozenset(_NOT_KEY_TEXT.split())
+_ITEM_SEP = re.compile(r"\s[·•]\s")
+_LINE_LEAD = re.compile(r"\s*(?:(?:[-*+•]|\d+[.)])\s+)?(?:\*\*|__)?")
+
+
+def answer_spans(text: str) -> list[tuple[int, int]]:
+    """Sentence spans of ``text`` as answers: each item of a ``·``-separated spec line
+    ("**Price: $69** · **Warranty: 2 years**") on its own, without list bullets or the
+    emphasis that wraps a whole item, so the answer reads "Price: $69"."""
+    return [(a, b) for a, b, _ in _answer_items(text)]
+
+
+def _answer_items(text: str) -> list[tuple[int, int, bool]]:
+    """``(start, end, is_spec)``: spans as in :func:`answer_spans`; ``is_spec`` marks a
+    ``Key: value`` line standing on its own (a list item, a line, an item of a ``·`` list),
+    not a short sentence inside a paragraph ("Showroom phone: +1-555-0142." in prose)."""
+    out: list[tuple[int, int, bool]] = []
+    for a, b in split_sentences(text):
+        parts = _items(text, a, b)
+        own_line = len(parts) > 1 or _whole_line(text, a, b)
+        for a2, b2 in parts:
+            a2, b2 = _trim(text, a2, b2)
+            if b2 > a2:
+                out.append((a2, b2, own_line and spec_key(text[a2:b2]) is not None))
+    return out
+
+
+def _whole_line(text: str, a: int, b: int) -> bool:
+    line_start = text.rfind("\n", 0, a) + 1
+    line_end = text.find("\n", b)
+    line_end = len(text) if line_end < 0 else line_end
+    lead = _LINE_LEAD.match(text, line_start, b)
+    if lead is None or lead.end() < a or text[b:line_end].strip():
+        return False
+    # A passage may start inside a paragraph (chunks overlap by a sentence): there only a
+    # bullet or emphasis shows that the first line is a line of its own.
+    return line_start > 0 or bool(text[line_start : lead.end()].strip())
+
+
+def _items(text: str, a: int, b: int) -> list[tuple[int, int]]:
+    """Split ``text[a:b]`` at ``·``/``•`` separators that lie outside ``**bold**`` spans."""
+    seps = [m for m in _ITEM_SEP.finditer(text, a, b) if text.count("**", a, m.start()) % 2 == 0]
+    if not seps:
+        return [(a, b)]
+    out, s = [], a
+    for m in seps:
+        out.append((s, m.start()))
+        s = m.end()
+    out.append((s, b))
+    return out
+
+
+def _trim(text: str, a: int, b: int) -> tuple[int, int]:
+    m = _BULLET.match(text, a, b)
+    if m and m.end() < b:
+        a = m.end()
+    while a < b and text[a].isspace():
+        a += 1
+    while b > a and text[b - 1].isspace():
+        b -= 1
+    for mark in ("**", "__"):
+        inner = text[a + 2 : b - 2]
+        if (
+            b - a > 4
+            and text.startswith(mark, a)
+            and text.endswith(mark, a, b)
+            and mark not in inner
+        ):
+            a, b = a + 2, b - 2
+    return a, b
+
+
+def _plain(sentence: str) -> str:
+    """A sentence without list bullets and emphasis markers."""
+    s = _BULLET.sub("", sentence, count=1) if _BULLET.match(sentence) else sentence
+    return " ".join(s.replace("**", "").replace("__", "").split())
+
+
+def spec_key(sentence: str) -> str | None:
+    """The key of a ``Key: value`` line ("- Warranty: 2 years" -> "Warranty"), else None."""
+    m = _SPEC.fullmatch(_plain(sentence))
+    if m is None or m["value"].startswith("//"):
+        return None
+    words = m["key"].lower().split()
+    if len(words) > 4 or any(w in _NOT_KEY for w in words):
+        return None
+    return m["key"].strip()
 
 
 def _is_content(sentence: str) -> bool:

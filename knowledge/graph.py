@@ -94,6 +94,10 @@ _RELATION_GLOSS = {
 }
 
 
+#: Relations between two named things, not attributes: their names are never asked for.
+_LINKING_RELATIONS = frozenset({"mentioned_with", "is_a"})
+
+
 def relation_phrase(relation: str) -> str:
     """``"made_by"`` -> ``"made by, which brand makes it"`` (what the embedder reads)."""
     gloss = _RELATION_GLOSS.get(relation.strip().lower())
@@ -129,6 +133,7 @@ class KnowledgeGraph:
         self._lock = threading.RLock()
         self._emb_cache: tuple[int, list[str], np.ndarray] | None = None
         self._trigrams: tuple[int, dict[str, set[str]]] | None = None
+        self._attributes: tuple[int, frozenset[str]] | None = None
         self._path: Path | None = None
 
     # -- entities ----------------------------------------------------------------------
@@ -410,12 +415,22 @@ class KnowledgeGraph:
             self._trigrams = (self._version, idx)
         return self._trigrams[1]
 
+    def _attribute_words(self) -> frozenset[str]:
+        """Relation names as words ("price", "made by", "cost"): what a question asks for."""
+        if self._attributes is None or self._attributes[0] != self._version:
+            rels = {k for _, _, k in self.g.edges(keys=True)} | set(_RELATION_GLOSS)
+            words = frozenset(normalize(r) for r in rels if r not in _LINKING_RELATIONS)
+            self._attributes = (self._version, words)
+        return self._attributes[1]
+
     def link(self, text: str, embedder=None) -> list[tuple[str, float]]:
         """Entities named in ``text`` as ``(display name, score)``, best first.
 
         Scores: 1.0 for an exact alias match (``[bracketed]`` spans first), the difflib ratio
         (>= 0.8) for a fuzzy match, and 0.9 x cosine (>= 0.45) for an embedding match (only
-        tried when nothing matched exactly, which keeps a turn to one encoder call).
+        tried when nothing matched exactly, which keeps a turn to one encoder call). Words
+        that name a relation ("price", "cost", "warranty") are never linked outside brackets:
+        they say what is asked, and "how much does it cost?" must leave "it" to the context.
         """
         if not isinstance(text, str) or not text.strip():
             return []
@@ -430,12 +445,20 @@ class KnowledgeGraph:
                     found[node] = 1.01
             toks = normalize(text).split()
             covered = [False] * len(toks)
+            attributes = self._attribute_words()
+            asked = [False] * len(toks)  # tokens that name a relation
             for n in range(min(8, len(toks)), 0, -1):
                 for i in range(len(toks) - n + 1):
                     if any(covered[i : i + n]):
                         continue
                     gram = " ".join(toks[i : i + n])
                     if n == 1 and gram in _STOP:
+                        continue
+                    if n <= 3 and gram in attributes:
+                        # "how much does it cost?": the word names what is asked (a relation),
+                        # not what it is asked about, even where a document made it a node
+                        covered[i : i + n] = [True] * n
+                        asked[i : i + n] = [True] * n
                         continue
                     node = self._alias.get(gram)
                     if node is not None:
@@ -444,7 +467,7 @@ class KnowledgeGraph:
             self._fuzzy(toks, covered, found)
             exact = any(v >= 1.0 for v in found.values())
             if embedder is not None and self.g.number_of_nodes() and not exact:
-                self._embedding_link(text, toks, embedder, found)
+                self._embedding_link(text, toks, embedder, found, asked)
             ranked = sorted(found.items(), key=lambda kv: -kv[1])[:10]
             return [(self.g.nodes[n]["name"], round(min(s, 1.0), 4)) for n, s in ranked]
 
@@ -477,19 +500,23 @@ class KnowledgeGraph:
                         found[node] = max(found.get(node, 0.0), 0.99 * ratio)
 
     def _embedding_link(
-        self, text: str, toks: list[str], embedder, found: dict[str, float]
+        self, text: str, toks: list[str], embedder, found: dict[str, float], asked: list[bool]
     ) -> None:
+        rest = [t for t, a in zip(toks, asked, strict=True) if not a and t not in _STOP]
+        if not rest and any(asked):
+            return  # "how much does it cost?" names only what is asked, nothing to link
         nodes, mat = self.entity_embeddings(embedder)
         if mat.shape[0] == 0:
             return
-        content = " ".join(t for t in toks if t not in _STOP) or text
+        content = " ".join(rest) or text
         q = embedder.encode([text, content])
         sims = (mat @ q.T).max(axis=1)
+        attributes = self._attribute_words()
         top = np.argsort(-sims)[:5]
         for j in top:
             s = float(sims[j])
-            if s >= 0.45:
-                node = nodes[int(j)]
+            node = nodes[int(j)]
+            if s >= 0.45 and not (self.g.nodes[node]["aliases"] & attributes):
                 found[node] = max(found.get(node, 0.0), 0.9 * s)
 
 

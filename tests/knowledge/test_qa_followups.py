@@ -1,0 +1,162 @@
+"""Attribute questions and their follow-ups (issue 3): prices, makers and spec lines.
+
+"how much is the Lumo kettle?" must answer the price (a graph fact or the document's spec
+line), not a FAQ entry that merely names the kettle; "how much does it cost?" after a
+question about the kettle must ask about the kettle, not about delivery; and Markdown spec
+lines ("**Price: $69**", "- Weight: 1.1 kg") are answers of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from knowledge.base import KnowledgeBase
+from knowledge.fusion import answer_spans, best_sentences, spec_key
+from knowledge.graph import KnowledgeGraph
+
+SPEC_DOC = """# Lumo Kettle
+
+**Price: $69** · **Warranty: 2 years** · **Colours: Sage, Chalk, Charcoal** · **Brand: Lumo**
+
+The Lumo Kettle is the kettle that made our name. It was designed in Alderbrook and it has
+six temperature settings on a single dial on the base.
+
+## Specifications
+
+- Capacity: 1.7 litres (about 7 cups)
+- Weight: 1.1 kg
+- Boils 1 litre in about 4 minutes
+"""
+
+
+# -- spec lines as answer sentences ----------------------------------------------------------
+def _spans(text: str) -> list[str]:
+    return [text[a:b] for a, b in answer_spans(text)]
+
+
+def test_bold_spec_items_are_split_and_unwrapped() -> None:
+    got = _spans(SPEC_DOC)
+    assert got[1:5] == ["Price: $69", "Warranty: 2 years", "Colours: Sage, Chalk, Charcoal",
+                        "Brand: Lumo"]  # fmt: skip
+    assert "Weight: 1.1 kg" in got and "Capacity: 1.7 litres (about 7 cups)" in got
+
+
+def test_separator_inside_bold_stays_in_its_item() -> None:
+    text = "**Price: Twin $119 · Queen $149** · **Warranty: 5 years**"
+    assert _spans(text) == ["Price: Twin $119 · Queen $149", "Warranty: 5 years"]
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("- Warranty: 2 years", "Warranty"),
+        ("**Price:** $69", "Price"),
+        ("Grind settings: **40**, from espresso (1) to cold brew (40)", "Grind settings"),
+        ("Her brief was simple: a kettle that boils quickly.", None),  # prose with a colon
+        ("See https://example.com", None),
+        ("Open 10:30 to 18:00", None),
+        ("Price:", None),
+    ],
+)
+def test_spec_key(line: str, key: str | None) -> None:
+    assert spec_key(line) == key
+
+
+def test_short_spec_line_is_picked_over_prose(embedder) -> None:
+    q = "how heavy is the Lumo kettle?"
+    qvec = embedder.encode([q])[0]
+    a, b, score = best_sentences(qvec, SPEC_DOC, embedder.encode, question=q, subject="Lumo Kettle")
+    assert SPEC_DOC[a:b] == "Weight: 1.1 kg"
+    # without the subject the bare line cannot compete with prose naming the kettle
+    a, b, _ = best_sentences(qvec, SPEC_DOC, embedder.encode, question=q)
+    assert SPEC_DOC[a:b] != "Weight: 1.1 kg"
+    assert score > 0.8
+
+
+def test_short_sentence_inside_a_paragraph_is_not_a_spec_line(embedder) -> None:
+    text = (
+        "Our showroom is open Tuesday to Saturday. Showroom phone: +1-555-0142.\n\n"
+        "Customer Care Team: +1-555-0100 or support@example.com, Monday to Friday."
+    )
+    q = "what is the customer service phone number"
+    a, b, _ = best_sentences(embedder.encode([q])[0], text, embedder.encode, question=q)
+    assert text[a:b].startswith("Customer Care Team")
+
+
+# -- linking: attribute words name what is asked ---------------------------------------------
+def test_relation_words_are_not_linked_as_topics(embedder) -> None:
+    kg = KnowledgeGraph()
+    kg.add_triples([("Lumo Kettle", "price", "$69"), ("Lumo Kettle", "made_by", "Lumo")], "t")
+    # a document made "Cost" an entity (a table header, a capitalised word)
+    kg.add_triples([("Delivery", "mentioned_with", "Cost")], "doc")
+    assert kg.link("how much does it cost?") == []
+    assert kg.link("how much does it cost?", embedder) == []
+    assert kg.link("what is the price?", embedder) == []
+    assert [n for n, _ in kg.link("how much does the Lumo kettle cost")] == ["Lumo Kettle"]
+    assert [n for n, _ in kg.link("what does [Cost] mean")] == ["Cost"]  # explicit brackets
+
+
+# -- answers through the real encoder, FAISS and SQLite --------------------------------------
+FAQ = (
+    "question,answer\n"
+    'How do I look after my Lumo Kettle?,"Descale it about once a month: fill it halfway with '
+    'water and white vinegar, boil, leave it for 30 minutes, then rinse. It is not dishwasher safe."\n'
+    'How much does delivery cost?,"Standard delivery costs $5.95, Express delivery $14.95."\n'
+)
+
+
+@pytest.fixture(scope="module")
+def spec_kb(embedder, tmp_path_factory: pytest.TempPathFactory):
+    """Documents and a FAQ, no triples: the graph has no price fact to offer. The FAQ
+    threshold is lowered so that the FAQ entry naming the kettle is answerable outright."""
+    root = tmp_path_factory.mktemp("spec_content")
+    (root / "product-lumo-kettle.md").write_text(SPEC_DOC)
+    (root / "faq.csv").write_text(FAQ)
+    kb = KnowledgeBase.open(tmp_path_factory.mktemp("spec_store"), embedder)
+    kb.thresholds = replace(kb.thresholds, faq=0.5, faq_weak=0.45)
+    assert not kb.ingest([root]).errors
+    yield kb
+    kb.close()
+
+
+def test_spec_line_beats_faq_entry_that_only_names_the_entity(spec_kb: KnowledgeBase) -> None:
+    q = "how much is the Lumo kettle?"
+    faq = next(c for c in spec_kb.candidates(q, spec_kb._encode([q])[0]) if c["kind"] == "faq")
+    # the FAQ entry about kettle care matches on the name well enough to be answered outright
+    assert faq["question"].startswith("How do I look after")
+    assert spec_kb.thresholds.faq <= faq["score"] < 0.8  # not a paraphrase
+    a = spec_kb.answer(q)
+    assert a.found and a.kind == "passage" and a.text == "Price: $69", a
+    cit = a.citations[0]
+    assert cit.title == "product-lumo-kettle.md" and cit.span is not None
+    assert Path(cit.ref).read_text()[cit.span[0] : cit.span[1]] == "Price: $69"
+
+
+def test_faq_paraphrase_still_wins(spec_kb: KnowledgeBase) -> None:
+    a = spec_kb.answer("how should I look after my Lumo kettle?")
+    assert a.kind == "faq" and a.text.startswith("Descale it")
+
+
+def test_pronoun_follow_up_asks_about_the_last_product(spec_kb: KnowledgeBase) -> None:
+    a = spec_kb.answer("how much does it cost?", context={"entities": ["Lumo Kettle"]})
+    assert a.data["query"].startswith("Lumo Kettle")
+    assert a.found and "$69" in a.text and "delivery" not in a.text.lower(), a
+
+
+# -- the demo assistant, turn by turn --------------------------------------------------------
+def test_demo_price_question_answers_the_price(demo_bot) -> None:
+    r = demo_bot.chat("how much is the Lumo kettle?")
+    assert r.skill == "qa" and r.text == "$69", r
+    assert "product-lumo-kettle.md" in {s.title for s in r.sources}
+
+
+def test_demo_follow_up_cost_resolves_it_to_the_product(demo_bot) -> None:
+    sid = demo_bot.new_session()
+    first = demo_bot.chat("who makes the Lumo kettle?", session_id=sid)
+    assert first.text == "Lumo", first
+    second = demo_bot.chat("how much does it cost?", session_id=sid)
+    assert second.skill == "qa" and second.text == "$69", second
+    assert not any("delivery" in s.title.lower() for s in second.sources)

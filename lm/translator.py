@@ -90,9 +90,11 @@ class TranslatorSet:
                 self._models[key] = Seq2Seq.from_dir(d, src=key[0], tgt=key[1])
             return self._models[key]
 
-    def translate(self, texts: list[str], src: str, tgt: str, beam_size: int = 4) -> list[str]:
+    def translate(
+        self, texts: list[str], src: str, tgt: str, beam_size: int | None = None
+    ) -> list[str]:
         return self.model(src, tgt).generate(
-            texts, beam_size=beam_size, length_penalty=self.length_penalty
+            texts, beam_size=beam_size or self.beam_size, length_penalty=self.length_penalty
         )
 
     def stream(self, text: str, src: str, tgt: str) -> Iterator[str]:

@@ -34,6 +34,7 @@ import numpy as np
 
 from skills.base import Reply, Services, Skill, SkillRequest, Slot, Source
 from skills.languages import language_name
+from skills.quality import degenerate
 
 #: Languages the extractive summarizer handles (MiniLM and the dialogue rules are English).
 SUPPORTED_LANGUAGES = ("en",)
@@ -697,7 +698,7 @@ class SummarizeSkill(Skill):
         if model is not None:
             try:
                 abs_text, abs_data = self._abstractive(model, text, length, services)
-                if abs_text and not _degenerate(abs_data.pop("summary")):
+                if abs_text and not degenerate(abs_data.pop("summary")):
                     return abs_text, abs_data
                 note = (
                     "the summarization model's output was unusable"
@@ -828,11 +829,3 @@ class SummarizeSkill(Skill):
 
 def _doc_source(title: str) -> Source:
     return Source(kind="document", title=title, ref=title)
-
-
-def _degenerate(summary: str) -> bool:
-    """Output of an undertrained model ("sssss…", one word over and over): not a summary."""
-    words = re.findall(r"[^\W\d_]+", summary.lower())
-    if not words or max(len(w) for w in words) > 30:
-        return True
-    return len(words) >= 4 and len(set(words)) / len(words) < 0.3

@@ -17,6 +17,7 @@ from typing import Any
 
 from skills.base import Reply, Services, Skill, SkillRequest, Slot, Source
 from skills.languages import language_name
+from skills.quality import degenerate
 
 _STOPWORDS = {
     "en": {
@@ -266,22 +267,34 @@ class TranslateSkill(Skill):
                 return
         translator = services.translator
         if translator is not None and translator.supports(src, tgt):
-            chunks: list[str] = []
-            for piece in translator.stream(text, src=src, tgt=tgt):
-                chunks.append(piece)
-                yield piece
-            out = "".join(chunks).strip()
-            yield self.reply(
-                out,
-                confidence=request.confidence,
-                data={
-                    "method": "model",
-                    "model": translator.name(src, tgt),
-                    "source_language": src,
-                    "target_language": tgt,
-                    "memory": memory,
-                },
-            )
+            # Beam search decodes the whole text before the first word exists anyway, so the
+            # output is checked before it is shown: an undertrained model's "Luuueeee" must not
+            # reach the user as a translation.
+            out = translator.translate([text], src=src, tgt=tgt)[0].strip()
+            data = {
+                "method": "model",
+                "model": translator.name(src, tgt),
+                "source_language": src,
+                "target_language": tgt,
+                "memory": memory,
+            }
+            why = degenerate(out, source=text)
+            if why is not None:
+                msg = (
+                    f"The {language_name(src)}-to-{language_name(tgt)} model "
+                    f"({data['model']}) is not ready: its output was unusable ({why}). Train it "
+                    f"longer: llmos train translator --pairs PAIRS.tsv --src {src} --tgt {tgt} "
+                    "--resume"
+                )
+                yield msg
+                yield self.reply(
+                    msg,
+                    confidence=request.confidence,
+                    data={**data, "method": "none", "unusable": out},
+                )
+                return
+            yield from re.findall(r"\S+\s*", out)
+            yield self.reply(out, confidence=request.confidence, data=data)
             return
         msg = (
             f"I have no {language_name(src)}-to-{language_name(tgt)} translation model yet, and the "

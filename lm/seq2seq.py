@@ -76,7 +76,7 @@ class Seq2SeqPreset:
 PRESETS = {
     # Trains end to end in seconds: for tests and smoke runs.
     "tiny": Seq2SeqPreset(64, 1, 2, 128, 400, 3e-3, 10, 600, 0.0, 20),
-    # The Multi30k recipe on 2 CPU cores (~9M parameters).
+    # The Multi30k recipe on 2 CPU cores (7.3M parameters; ~10 epochs in 50 minutes).
     "small": Seq2SeqPreset(256, 3, 4, 1024, 6000, 1e-3, 400, 1000, 0.1, 250),
     # Transformer-base: for a GPU.
     "base": Seq2SeqPreset(512, 6, 8, 2048, 16000, 7e-4, 4000, 8000, 0.1, 1000),

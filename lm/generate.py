@@ -217,24 +217,29 @@ class Generator:
             if tok in self.stop_ids:
                 break
             out.append(tok)
-            text = self.tokenizer.decode(out, skip_special_tokens=True)
+            text = self._text(out)
             cut = _first_stop(text, opts.stop)
             if cut is not None:
                 if cut > sent:
                     yield text[sent:cut]
                 return
-            # Hold back a partial UTF-8 character and anything that could start a stop string.
+            # Hold back anything that could start a stop string.
             safe = len(text) - hold if opts.stop else len(text)
-            while safe > sent and text[safe - 1] == "\ufffd":
-                safe -= 1
             if safe > sent:
                 yield text[sent:safe]
                 sent = safe
-        text = self.tokenizer.decode(out, skip_special_tokens=True)
+        text = self._text(out)
         cut = _first_stop(text, opts.stop)
         text = text[:cut] if cut is not None else text
         if len(text) > sent:
             yield text[sent:]
+
+    def _text(self, ids: list[int]) -> str:
+        """Decoded text without U+FFFD. A byte-level model emits bytes: a character cut off
+        by the token limit, or bytes an undertrained model strings together that form no
+        character, decode to U+FFFD, which is noise to a reader. Dropping it everywhere also
+        holds back a character still being spelled out, so the stream stays append-only."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True).replace("\ufffd", "")
 
     def generate(self, prompt: Prompt, **options: Any) -> str:
         """The whole completion as one string."""
@@ -273,7 +278,7 @@ class Generator:
                 break
         texts = []
         for o in outs:
-            text = self.tokenizer.decode(o, skip_special_tokens=True)
+            text = self._text(o)
             cut = _first_stop(text, opts.stop)
             texts.append(text[:cut] if cut is not None else text)
         return texts

@@ -42,7 +42,17 @@ def test_greedy_equals_transformers_generate(tiny_generator):
             pad_token_id=g.pad_id,
         )
     theirs = g.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
-    assert ours == theirs
+    assert ours == theirs.replace("\ufffd", "")
+
+
+def test_bytes_that_form_no_character_never_reach_the_text(tiny_generator):
+    """A byte-level model spells "é" as two byte tokens; cut after the first, or a stray
+    continuation byte, would decode to U+FFFD."""
+    g = tiny_generator
+    lead, cont = g.tokenizer.convert_tokens_to_ids(["Ã", "©"])  # bytes 0xC3 0xA9: "é"
+    assert g.tokenizer.decode([lead]) == "\ufffd"  # what a plain decode shows
+    assert g._text([lead]) == "" and g._text([cont]) == ""
+    assert g._text([lead, cont]) == "é" and g._text([cont, lead, cont]) == "é"
 
 
 def test_streaming_deltas_join_to_generate(tiny_generator):

@@ -127,7 +127,12 @@ def train_shared_bpe(texts: list[str], vocab_size: int, model_max_length: int = 
 
 
 def _load_tokenizer(path: Path) -> Any:
-    """Our tokenizer.json, or a MarianMT directory's sentencepiece files (needs sentencepiece)."""
+    """Our tokenizer.json, or a downloaded MarianMT directory's SentencePiece files.
+
+    A MarianMT / OPUS-MT directory holds ``source.spm``/``target.spm`` plus ``vocab.json``;
+    ``transformers.MarianTokenizer`` reads them and needs the ``sentencepiece`` package (the
+    ``marian`` extra), so its absence is a one-line :class:`MissingDependencyError`.
+    """
     if (path / "tokenizer.json").is_file():
         from transformers import PreTrainedTokenizerFast
 
@@ -141,14 +146,22 @@ def _load_tokenizer(path: Path) -> Any:
         except ImportError:
             raise MissingDependencyError(
                 f"{path} is a MarianMT directory; its sentencepiece tokenizer needs the "
-                "sentencepiece package: pip install sentencepiece"
+                "sentencepiece package: pip install sentencepiece (or llmos[marian])"
             ) from None
+        import warnings
+
         from transformers import MarianTokenizer
 
         try:
-            return MarianTokenizer.from_pretrained(str(path), local_files_only=True)
+            with warnings.catch_warnings():
+                # Moses punctuation normalisation is optional; without sacremoses the text goes
+                # to SentencePiece as is. Not worth a warning on every load.
+                warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
+                return MarianTokenizer.from_pretrained(str(path), local_files_only=True)
         except Exception as exc:
-            raise CheckpointError(f"cannot load the Marian tokenizer in {path}: {exc}") from None
+            msg = str(exc).strip().strip("'\"").splitlines()
+            why = msg[0][:300] if msg else type(exc).__name__
+            raise CheckpointError(f"cannot load the Marian tokenizer in {path}: {why}") from None
     raise CheckpointError(f"{path} has no tokenizer (tokenizer.json or source.spm/target.spm)")
 
 
@@ -264,6 +277,8 @@ class Seq2Seq:
             raise LMError("beam size must be at least 1")
         outputs = [""] * len(texts)
         todo = [i for i, t in enumerate(texts) if t and t.strip()]
+        if not todo:  # nothing to translate (and a MarianTokenizer rejects an empty batch)
+            return outputs
         enc = self.tokenizer(
             [texts[i].strip() for i in todo],
             truncation=True,

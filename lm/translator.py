@@ -32,7 +32,8 @@ __all__ = [
     "write_translation_report",
 ]
 
-_DIR = re.compile(r"^translator-([a-z]{2,3})-([a-z]{2,3})$", re.I)
+# ours ("translator-en-de") or a hub download kept under its name ("opus-mt-en-de")
+_DIR = re.compile(r"^(?:translator|opus-mt)-([a-z]{2,3})-([a-z]{2,3})$", re.I)
 
 
 class TranslatorSet:

@@ -2,8 +2,12 @@
 beam search decodes what it learnt, checkpoints reload and resume; MarianMT directories load
 through the same interface; the summarizer trains and respects its word cap."""
 
+import io
 import json
+import pickle
 import shutil
+import sys
+import warnings
 
 import pytest
 import torch
@@ -224,13 +228,133 @@ def test_marian_directory_loads_through_the_same_interface(marian_dir, tmp_path)
     assert isinstance("".join(ts.stream("Hello!", src="en", tgt="fr")), str)
 
 
-def test_marian_sentencepiece_dir_without_sentencepiece(marian_dir, tmp_path):
-    try:
-        import sentencepiece  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("sentencepiece is installed: the real MarianTokenizer path applies")
+def _train_spm(lines):
+    """A tiny unigram SentencePiece model, serialised as a downloaded ``*.spm`` file is."""
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=buf,
+        vocab_size=120,
+        hard_vocab_limit=False,  # a hundred lines may not hold 120 pieces
+        character_coverage=1.0,
+        num_threads=1,
+        minloglevel=2,
+    )
+    return buf.getvalue()
+
+
+def _marian_vocab(*spm_blobs):
+    """vocab.json as the OPUS-MT conversion writes it: ``</s>`` 0, ``<unk>`` 1, the pieces of
+    both SentencePiece models (one shared embedding), ``<pad>`` last."""
+    import sentencepiece as spm
+
+    vocab = {"</s>": 0, "<unk>": 1}
+    for blob in spm_blobs:
+        sp = spm.SentencePieceProcessor(model_proto=blob)
+        for i in range(sp.get_piece_size()):
+            if not (sp.is_control(i) or sp.is_unknown(i)):
+                vocab.setdefault(sp.id_to_piece(i), len(vocab))
+    vocab["<pad>"] = len(vocab)
+    return vocab
+
+
+@pytest.fixture(scope="module")
+def spm_marian_dir(tmp_path_factory):
+    """A MarianMT directory laid out like Helsinki-NLP/opus-mt-en-de: real SentencePiece
+    source/target models, vocab.json, tokenizer_config.json and random safetensors weights."""
+    from transformers import MarianTokenizer
+
+    torch.set_num_threads(1)
+    pairs = read_pairs([PHRASEBOOK, EVAL_TSV], "en", "de")
+    src, tgt = _train_spm([a for a, _ in pairs]), _train_spm([b for _, b in pairs])
+    d = tmp_path_factory.mktemp("hub-spm") / "opus-mt-en-de"
+    d.mkdir()
+    (d / "source.spm").write_bytes(src)
+    (d / "target.spm").write_bytes(tgt)
+    (d / "vocab.json").write_text(json.dumps(_marian_vocab(src, tgt), ensure_ascii=False))
+    (d / "tokenizer_config.json").write_text(json.dumps({"source_lang": "en", "target_lang": "de"}))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
+        _tiny_marian(d, MarianTokenizer.from_pretrained(str(d), local_files_only=True))
+    return d
+
+
+def test_sentencepiece_marian_directory_loads_and_translates(spm_marian_dir, tmp_path):
+    from transformers import MarianTokenizer
+
+    assert not (spm_marian_dir / "tokenizer.json").exists()
+    m = Seq2Seq.from_dir(spm_marian_dir)
+    assert isinstance(m.tokenizer, MarianTokenizer)
+    assert (m.src, m.tgt, m.name) == ("en", "de", "opus-mt-en-de")
+    vocab = json.loads((spm_marian_dir / "vocab.json").read_text())
+    assert (m.tokenizer.pad_token_id, m.tokenizer.eos_token_id) == (vocab["<pad>"], 0)
+    assert m.model.config.vocab_size == len(vocab)
+    # The source side goes through the real SentencePiece model: pieces, </s>, and back.
+    ids = m.tokenizer(["Where is my order?"])["input_ids"][0]
+    assert ids[-1] == 0 and len(ids) > 2 and vocab["<unk>"] not in ids
+    assert m.tokenizer.decode(ids, skip_special_tokens=True) == "Where is my order?"
+    texts = ["Hello!", "", "Where is my order?"]
+    outs = m.generate(texts, beam_size=3, max_new_tokens=8)
+    assert len(outs) == 3 and outs[1] == "" and all(isinstance(o, str) for o in outs)
+    assert [outs[0], outs[2]] == [
+        m.generate([t, ""], beam_size=3, max_new_tokens=8)[0] for t in (texts[0], texts[2])
+    ]
+    # Dropped into a project's models/ as translator-en-de, TranslatorSet finds and serves it.
+    shutil.copytree(spm_marian_dir, tmp_path / "models" / "translator-en-de")
+    ts = TranslatorSet(tmp_path / "models", beam_size=2)
+    assert ts.pairs() == [("en", "de")]
+    (out,) = ts.translate(["Good morning."], "en", "de")
+    assert isinstance(out, str) and isinstance(ts.model("en", "de").tokenizer, MarianTokenizer)
+    assert "".join(ts.stream("Good morning.", src="en", tgt="de")).strip() == out.strip()
+
+
+def test_translator_set_finds_a_hub_named_marian_dir(spm_marian_dir, tmp_path):
+    shutil.copytree(spm_marian_dir, tmp_path / "models" / "opus-mt-en-de")
+    ts = TranslatorSet(tmp_path / "models")
+    assert ts.pairs() == [("en", "de")] and ts.name("en", "de") == "opus-mt-en-de"
+
+
+def test_sentencepiece_marian_all_empty_input(spm_marian_dir):
+    assert Seq2Seq.from_dir(spm_marian_dir).generate(["", "  "]) == ["", ""]
+
+
+class _Trap:
+    """Unpickling this creates a file: proof that a weight file was (unsafely) unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_sentencepiece_marian_weights_load_only_from_safetensors(spm_marian_dir, tmp_path):
+    marker = tmp_path / "unpickled"
+    trap = pickle.dumps({"model.shared.weight": _Trap(marker)})
+    pickle.loads(pickle.dumps(_Trap(tmp_path / "control")))  # the trap is live
+    assert (tmp_path / "control").exists()
+    # pytorch_model.bin only (an older hub snapshot): refused before anything is read.
+    pickled = tmp_path / "pickled" / "opus-mt-en-de"
+    shutil.copytree(spm_marian_dir, pickled)
+    (pickled / "model.safetensors").unlink()
+    (pickled / "pytorch_model.bin").write_bytes(trap)
+    with pytest.raises(UnsafeCheckpointError, match=r"pickle.*pytorch_model\.bin") as e:
+        Seq2Seq.from_dir(pickled)
+    assert "\n" not in str(e.value) and not marker.exists()
+    # Both files (today's hub snapshots): the safetensors weights load, the pickle is ignored.
+    both = tmp_path / "both" / "opus-mt-en-de"
+    shutil.copytree(spm_marian_dir, both)
+    (both / "pytorch_model.bin").write_bytes(trap)
+    m = Seq2Seq.from_dir(both)
+    assert isinstance(m.generate(["Hello!"], beam_size=1, max_new_tokens=4)[0], str)
+    assert not marker.exists()
+
+
+def test_marian_sentencepiece_dir_without_sentencepiece(marian_dir, tmp_path, monkeypatch):
+    # None in sys.modules makes `import sentencepiece` raise ImportError, as if not installed.
+    monkeypatch.setitem(sys.modules, "sentencepiece", None)
     d = tmp_path / "opus-mt-en-de"
     d.mkdir()
     for f in ("config.json", "model.safetensors", "generation_config.json"):
@@ -239,6 +363,19 @@ def test_marian_sentencepiece_dir_without_sentencepiece(marian_dir, tmp_path):
         (d / f).write_bytes(b"\x00spm")
     (d / "vocab.json").write_text("{}")
     with pytest.raises(MissingDependencyError, match="pip install sentencepiece") as e:
+        Seq2Seq.from_dir(d)
+    assert "\n" not in str(e.value)
+
+
+def test_broken_sentencepiece_files_are_one_line_errors(marian_dir, tmp_path):
+    d = tmp_path / "opus-mt-en-de"
+    d.mkdir()
+    for f in ("config.json", "model.safetensors", "generation_config.json"):
+        shutil.copy(marian_dir / f, d / f)
+    for f in ("source.spm", "target.spm"):
+        (d / f).write_bytes(b"\x00spm")
+    (d / "vocab.json").write_text(json.dumps({"</s>": 0, "<unk>": 1, "<pad>": 2}))
+    with pytest.raises(CheckpointError, match="cannot load the Marian tokenizer") as e:
         Seq2Seq.from_dir(d)
     assert "\n" not in str(e.value)
 

@@ -95,7 +95,8 @@ class Assistant:
             embedder,
             project.model_dir("router"),
             out_of_scope_similarity=rc.out_of_scope_similarity,
-            head_params={"epochs": rc.epochs} if rc.epochs else None,
+            head_params={"max_iter": rc.epochs} if rc.epochs else None,
+            finetune=rc.finetune_settings(),
         )
         self.router.ensure_trained(self.examples())
         pc = self.config.policy

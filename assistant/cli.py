@@ -252,11 +252,29 @@ def train_router(
     force: bool = typer.Option(
         False, "--force", help="Retrain even if the examples did not change."
     ),
+    finetune: bool = typer.Option(
+        False,
+        "--finetune",
+        help="Fine-tune the MiniLM encoder on the examples first (slower; more accurate). "
+        "Set router.finetune_encoder in llmos.yaml to keep it on.",
+    ),
 ) -> None:
     """Train the intent router from intents.yaml and the skills' examples."""
     bot = _assistant(project, knowledge=False, language_model=False)
     try:
-        stats = bot.router.train(bot.examples()) if force else None
+        rc = bot.config.router
+        if finetune or rc.finetune_encoder:
+            settings = rc.model_copy(update={"finetune_encoder": True}).finetune_settings()
+            bot.router.set_finetune(settings)
+        if finetune and not rc.finetune_encoder:
+            typer.echo(
+                "note: router.finetune_encoder is off in llmos.yaml, so the next start "
+                "retrains the frozen router; set it to true to keep the fine-tuned encoder"
+            )
+        if force:
+            stats = bot.router.train(bot.examples())
+        else:
+            stats = bot.router.train_stats if bot.router.ensure_trained(bot.examples()) else None
         if stats is None:
             trained = bot.router.trained_at is not None
             stats = {"examples": len(bot.examples()), "intents": len(bot.router.head.classes)}
@@ -270,6 +288,12 @@ def train_router(
                 f"Router trained on {stats['examples']} examples, {stats['intents']} intents "
                 f"in {stats['seconds']:.1f}s"
             )
+            ft = stats.get("finetune")
+            if ft:
+                typer.echo(
+                    f"Encoder fine-tuned: {ft['steps']} steps on {ft['device']} "
+                    f"in {ft['seconds']:.1f}s ({ft['stopped']})"
+                )
         typer.echo(f"Saved to {bot.project.model_dir('router')}")
     finally:
         bot.close()

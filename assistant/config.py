@@ -30,7 +30,26 @@ class RouterConfig(_Strict):
     out_of_scope_similarity: float = Field(0.30, ge=-1.0, le=1.0)
     """A message whose nearest training example is less similar than this is out of scope."""
     epochs: int = Field(0, ge=0, le=10_000)
-    """Head training epochs; 0 lets the head choose."""
+    """Head optimiser iterations (L-BFGS); 0 keeps the head's default (200)."""
+    finetune_encoder: bool = False
+    """Fine-tune a private copy of the MiniLM encoder on the examples before training the head
+    (SetFit-like; minutes on a CPU, seconds on a GPU). Off: the frozen encoder, trained in seconds."""
+    finetune_epochs: int = Field(10, ge=1, le=100)
+    """Passes over the examples when fine-tuning the encoder."""
+    finetune_pairs: int = Field(0, ge=0, le=10_000_000)
+    """Cap on fine-tuning training items (pairs / anchors); 0: no cap beyond the epochs."""
+    finetune_max_seconds: float = Field(0.0, ge=0.0, le=86_400.0)
+    """Wall-clock cap on fine-tuning; 0: none (a cap makes results depend on machine speed)."""
+
+    def finetune_settings(self) -> dict[str, Any] | None:
+        """Settings for ``IntentRouter(finetune=...)``; None when fine-tuning is off."""
+        if not self.finetune_encoder:
+            return None
+        return {
+            "epochs": self.finetune_epochs,
+            "pairs": self.finetune_pairs,
+            "max_seconds": self.finetune_max_seconds,
+        }
 
 
 class PolicyConfig(_Strict):

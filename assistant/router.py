@@ -6,6 +6,11 @@ every registered skill's example utterances. The trained router is stored as saf
 (head weights, example embeddings) + JSON (classes, intent -> skill map, a fingerprint of the
 examples) and retrained only when the examples change.
 
+With fine-tuning on (``finetune=`` here, ``router.finetune_encoder`` in ``llmos.yaml``), the
+router first fine-tunes its own copy of the MiniLM body (``assistant.router_finetune``), saves it
+as ``encoder.safetensors`` beside the head and embeds every message with it; retrieval keeps the
+stock encoder.
+
 Out of scope: a message whose nearest training example is far away (cosine below
 ``out_of_scope_similarity``) or that the head assigns to an ``out_of_scope`` intent.
 Follow-ups ("summarize that", "and in French?", "tell me more") are resolved by the rules in
@@ -19,13 +24,16 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from assistant import slots as slot_rules
 from assistant.errors import RouterError
 from knowledge.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from assistant.router_finetune import FinetuneSettings
 
 ROUTER_FORMAT = 1
 
@@ -80,8 +88,16 @@ class IntentRouter:
         *,
         out_of_scope_similarity: float = 0.30,
         head_params: dict[str, Any] | None = None,
+        finetune: Any = None,
     ) -> None:
         self.embedder = embedder
+        # None: the frozen encoder (default); else a FinetuneSettings or a dict of its fields
+        self.finetune: FinetuneSettings | None = None
+        self.set_finetune(finetune)
+        self.encoder: Any = None  # the fine-tuned encoder when one is trained or loaded
+        self.encoder_settings: FinetuneSettings | None = None  # the settings it was made with
+        self.finetune_stats: dict[str, Any] | None = None
+        self.train_stats: dict[str, Any] | None = None  # what the last train() returned
         self.model_dir = model_dir
         self.oos_similarity = out_of_scope_similarity
         self.head_params = head_params or {}
@@ -94,9 +110,42 @@ class IntentRouter:
         self.train_seconds: float = 0.0
 
     # -- training ----------------------------------------------------------------------
+    def set_finetune(self, finetune: Any) -> None:
+        """Switch encoder fine-tuning on (settings or a dict of them) or off (None)."""
+        from assistant.router_finetune import FinetuneSettings
+
+        try:
+            self.finetune = (
+                finetune
+                if finetune is None or isinstance(finetune, FinetuneSettings)
+                else FinetuneSettings.from_dict(finetune)
+            )
+        except (TypeError, ValueError) as exc:
+            raise RouterError(f"invalid router fine-tuning settings: {exc}") from None
+
+    def _fp_params(self) -> dict[str, Any]:
+        # the frozen router's fingerprint is exactly what it was before fine-tuning existed
+        if self.finetune is None:
+            return self.head_params
+        return {"head": self.head_params, "finetune_encoder": self.finetune.as_dict()}
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Every vector the router computes comes from here: fine-tuned encoder if any."""
+        return self._view(self.encoder, self.encoder_settings).encode(texts)
+
+    def _view(self, encoder: Any, settings: FinetuneSettings | None) -> Any:
+        """What the head sees: stock vectors, fine-tuned ones, or both side by side."""
+        if encoder is None:
+            return self.embedder
+        if settings is not None and settings.concat:
+            from assistant.router_finetune import ConcatEncoder
+
+            return ConcatEncoder(self.embedder, encoder)
+        return encoder
+
     def ensure_trained(self, examples: list[Example]) -> bool:
         """Load the stored router if its examples match, else train and save. True if trained."""
-        fp = fingerprint(examples, self.head_params)
+        fp = fingerprint(examples, self._fp_params())
         if self.fingerprint == fp:
             return False
         if self.model_dir is not None and self._load(fp):
@@ -121,26 +170,47 @@ class IntentRouter:
         t0 = time.perf_counter()
         texts = [e.text for e in examples]
         labels = [e.intent for e in examples]
-        X = self.embedder.encode(texts)
+        encoder, ft_stats = self._finetune(texts, labels) if self.finetune else (None, None)
+        X = self._view(encoder, self.finetune).encode(texts)
         try:
             head = IntentHead(seed=0, **self.head_params)
             head.fit(X, labels, texts=texts)
         except (ValueError, RuntimeError) as exc:
             raise RouterError(f"could not train the router: {exc}") from None
+        # only now, with everything trained, does the router switch to the new parts
         self.head = head
+        self.encoder = encoder
+        self.encoder_settings = self.finetune if encoder is not None else None
+        self.finetune_stats = ft_stats
         self.intent_skill = skill_of
         self.example_vecs = X.astype(np.float32)
         self.example_intents = labels
-        self.fingerprint = fingerprint(examples, self.head_params)
+        self.fingerprint = fingerprint(examples, self._fp_params())
         self.trained_at = time.time()
         self.train_seconds = time.perf_counter() - t0
         if self.model_dir is not None:
             self._save()
-        return {
+        stats: dict[str, Any] = {
             "examples": len(examples),
             "intents": len(intents),
             "seconds": round(self.train_seconds, 2),
         }
+        if self.finetune_stats is not None:
+            ft = self.finetune_stats
+            stats["finetune"] = {k: ft[k] for k in ("steps", "seconds", "device", "stopped")}
+        self.train_stats = stats
+        return stats
+
+    def _finetune(self, texts: list[str], labels: list[str]) -> tuple[Any, dict[str, Any]]:
+        from assistant.router_finetune import finetune_encoder
+
+        load = getattr(self.embedder, "load", None)
+        if load is None:
+            raise RouterError("encoder fine-tuning needs the MiniLM embedder (knowledge.embed)")
+        try:
+            return finetune_encoder(load(), texts, labels, self.finetune)
+        except ValueError as exc:
+            raise RouterError(f"could not fine-tune the router's encoder: {exc}") from None
 
     # -- persistence -------------------------------------------------------------------
     def _save(self) -> None:
@@ -160,8 +230,21 @@ class IntentRouter:
             "trained_at": self.trained_at,
             "train_seconds": self.train_seconds,
         }
+        if self.encoder is not None:
+            from assistant.router_finetune import ENCODER_FILE
+
+            # weights first: router.json, written last, names their checksum
+            doc["encoder"] = {
+                "file": ENCODER_FILE,
+                "sha256": self.encoder.save(self.model_dir / ENCODER_FILE),
+                "settings": self.encoder_settings.as_dict() if self.encoder_settings else None,
+            }
         atomic_write(self.model_dir / "router.safetensors", save(tensors))
         atomic_write(self.model_dir / "router.json", json.dumps(doc, indent=1).encode("utf-8"))
+        if self.encoder is None:  # a frozen retrain leaves no stale 90 MB encoder behind
+            from assistant.router_finetune import ENCODER_FILE
+
+            (self.model_dir / ENCODER_FILE).unlink(missing_ok=True)
 
     def _load(self, expected_fp: str | None) -> bool:
         from safetensors import SafetensorError
@@ -182,16 +265,40 @@ class IntentRouter:
                 return False
             tensors = load_file(str(weights))
             head_t = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
-            self.head = IntentHead.from_state(head_t, doc["head_meta"])
-            self.example_vecs = tensors["examples"].astype(np.float32)
-        except (OSError, ValueError, KeyError, SafetensorError):
+            head = IntentHead.from_state(head_t, doc["head_meta"])
+            example_vecs = tensors["examples"].astype(np.float32)
+            encoder, enc_settings = self._load_encoder(doc.get("encoder"))
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError, RouterError):
             return False  # a damaged router is retrained, never trusted
+        self.head = head
+        self.example_vecs = example_vecs
+        self.encoder = encoder
+        self.encoder_settings = enc_settings
         self.intent_skill = dict(doc["intent_skill"])
         self.example_intents = list(doc["example_intents"])
         self.fingerprint = doc.get("fingerprint")
         self.trained_at = doc.get("trained_at")
         self.train_seconds = float(doc.get("train_seconds", 0.0))
         return True
+
+    def _load_encoder(self, entry: Any) -> tuple[Any, FinetuneSettings | None]:
+        """The stored fine-tuned encoder and its settings (None for a frozen router).
+
+        Raises if the weights are damaged or the settings malformed.
+        """
+        if entry is None:
+            return None, None
+        from assistant.router_finetune import ENCODER_FILE, FinetunedEncoder, FinetuneSettings
+
+        settings = FinetuneSettings.from_dict(entry["settings"])
+
+        assert self.model_dir is not None
+        load = getattr(self.embedder, "load", None)
+        if load is None:
+            raise RouterError("this router's fine-tuned encoder needs the MiniLM embedder")
+        # EncoderWeightsError (a ValueError) when missing, damaged or of the wrong shape
+        path = self.model_dir / ENCODER_FILE
+        return FinetunedEncoder.load(load(), path, entry["sha256"]), settings
 
     def load(self) -> bool:
         """Load whatever router is stored, without checking its examples."""
@@ -206,7 +313,7 @@ class IntentRouter:
         """Intent probabilities (best first) and the cosine to the nearest training example."""
         if self.head is None:
             raise RouterError("the router is not trained yet: run `llmos train router`")
-        v = self.embedder.encode([text])
+        v = self._encode([text])
         probs = self.head.predict_proba(v, texts=[text])[0]
         order = np.argsort(-probs)
         ranked = [(self.head.classes[i], float(probs[i])) for i in order]

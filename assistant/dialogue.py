@@ -111,6 +111,10 @@ class DialogueManager:
         self.policy = policy or DialoguePolicy()
         self._document_names: Callable[[], list[str]] = document_names or (lambda: [])
         self._is_negative = is_negative
+        #: Called with a skill's name just before the skill runs. A Reply it returns is the
+        #: turn's answer instead (the server's circuit breaker skips a skill that keeps
+        #: timing out this way); ``None`` lets the skill run.
+        self.before_skill: Callable[[str], Reply | None] | None = None
 
     # -- the turn ----------------------------------------------------------------------
     def stream(
@@ -467,8 +471,9 @@ class DialogueManager:
             if not getattr(skill, "_llmos_ready", False):
                 skill.setup(self.services)
                 skill._llmos_ready = True  # type: ignore[attr-defined]
-            final: Reply | None = None
-            for item in skill.handle(plan.request, self.services):
+            final: Reply | None = self.before_skill(name) if self.before_skill else None
+            items = skill.handle(plan.request, self.services) if final is None else iter(())
+            for item in items:
                 if isinstance(item, Reply):
                     final = item
                 elif isinstance(item, str):

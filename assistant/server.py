@@ -648,60 +648,28 @@ class SkillBreaker:
 _TURN = threading.local()
 
 
-class _GuardedSkill:
-    """A skill as the dialogue sees it through :class:`_GuardedRegistry`: everything is the
-    skill's own, except that ``handle`` notes which skill the turn runs (for the breaker)
-    and answers a fallback reply while the skill's circuit is open."""
-
-    def __init__(self, skill: Any) -> None:
-        object.__setattr__(self, "_skill", skill)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._skill, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._skill, name, value)
-
-    def handle(self, request: Any, services: Any) -> Any:
-        name = self._skill.name
-        breaker: SkillBreaker | None = getattr(_TURN, "breaker", None)
-        ticket: TurnTicket | None = getattr(_TURN, "ticket", None)
-        if breaker is not None and not breaker.allow(name):
-            reply = Reply(
-                text=SKIPPED_TEXT,
-                skill="fallback",
-                confidence=0.0,
-                data={"skipped_skill": name, "reason": "circuit open after repeated timeouts"},
-            )
-            return iter([reply])
-        if ticket is not None:
-            ticket.skill = name
-        return self._skill.handle(request, services)
-
-
-class _GuardedRegistry:
-    """The dialogue's skill registry with :class:`_GuardedSkill` around each skill it runs.
-
-    Outside a server turn (no breaker on the thread) it behaves exactly like the registry.
-    """
-
-    def __init__(self, registry: Any) -> None:
-        self._registry = registry
-
-    def get(self, name: str) -> Any:
-        return _GuardedSkill(self._registry.get(name))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._registry
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._registry, name)
+def _before_skill(name: str) -> Reply | None:
+    """The dialogue's ``before_skill`` hook in a served turn: note which skill the turn runs
+    (for the breaker), and answer a fallback reply while that skill's circuit is open.
+    Outside a server turn (no breaker on the thread) it lets every skill run."""
+    breaker: SkillBreaker | None = getattr(_TURN, "breaker", None)
+    ticket: TurnTicket | None = getattr(_TURN, "ticket", None)
+    if breaker is not None and not breaker.allow(name):
+        return Reply(
+            text=SKIPPED_TEXT,
+            skill="fallback",
+            confidence=0.0,
+            data={"skipped_skill": name, "reason": "circuit open after repeated timeouts"},
+        )
+    if ticket is not None:
+        ticket.skill = name
+    return None
 
 
 def _guard_skills(assistant: Any) -> None:
     dialogue = getattr(assistant, "dialogue", None)
-    if dialogue is not None and not isinstance(dialogue.registry, _GuardedRegistry):
-        dialogue.registry = _GuardedRegistry(dialogue.registry)
+    if dialogue is not None:
+        dialogue.before_skill = _before_skill
 
 
 class Service:

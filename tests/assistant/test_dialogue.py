@@ -288,6 +288,37 @@ def test_skill_crash_becomes_polite_reply(policy_dm, tmp_path):
     assert dm.store.turns(sid)[0].reply_text == r.text
 
 
+def test_before_skill_hook_can_answer_instead_of_the_skill(policy_dm):
+    """The hook the server's circuit breaker uses: it sees each skill's name before the skill
+    runs, and a Reply it returns is stored as the turn's answer without running the skill."""
+    from skills import Skill
+
+    ran: list[str] = []
+
+    class Counted(Skill):
+        name = "counted"
+        description = "Counts its runs."
+
+        def handle(self, request, services):
+            ran.append(request.text)
+            yield Reply(text="ran", skill="counted", confidence=1.0)
+
+    dm, sid = policy_dm([Intent("counted", "counted", 0.99), Intent("counted", "counted", 0.99)])
+    dm.registry.add(Counted())
+    seen: list[str] = []
+
+    def gate(name: str) -> Reply | None:
+        seen.append(name)
+        return Reply(text="skipped", skill="fallback", confidence=0.0) if len(seen) > 1 else None
+
+    dm.before_skill = gate
+    assert dm.turn(sid, "first").text == "ran"
+    second = dm.turn(sid, "second")
+    assert (second.text, second.skill) == ("skipped", "fallback")
+    assert ran == ["first"] and seen == ["counted", "counted"]
+    assert [t.reply_text for t in dm.store.turns(sid)] == ["ran", "skipped"]
+
+
 def test_first_run_trains_the_demo_language_model_and_generate_streams(demo_bot):
     """The path `make chat` takes on a fresh machine, with a tiny time budget."""
     if demo_bot.services.generator is None:

@@ -54,7 +54,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     )
 
 
-def run_case(n: int, n_queries: int, single: int) -> list[dict]:
+def run_case(n: int, n_queries: int, single: int, hnsw: dict[str, int]) -> list[dict]:
     import faiss
 
     from knowledge.index import VectorIndex
@@ -80,7 +80,7 @@ def run_case(n: int, n_queries: int, single: int) -> list[dict]:
 
     for kind in ("flat", "hnsw"):
         t0 = time.perf_counter()
-        idx = VectorIndex(DIM, kind)
+        idx = VectorIndex(DIM, kind, **(hnsw if kind == "hnsw" else {}))
         for s in range(0, n, 50_000):
             idx.add(ids[s : s + 50_000], x[s : s + 50_000])
         build = time.perf_counter() - t0
@@ -92,7 +92,12 @@ def run_case(n: int, n_queries: int, single: int) -> list[dict]:
             idx.search(q[i : i + 1], K)
         single_s = (time.perf_counter() - t0) / single
         mem = faiss.serialize_index(idx._index).nbytes / 2**20
-        rows.append({"n": n, "method": f"llmos {kind}", "build_s": build, "qps_single": 1 / single_s,
+        label = f"llmos {kind}" + (
+            " (M={hnsw_m}, efC={ef_construction}, efS={ef_search})".format(**hnsw)
+            if kind == "hnsw"
+            else ""
+        )
+        rows.append({"n": n, "method": label, "build_s": build, "qps_single": 1 / single_s,
                      "qps_batch": n_queries / batch_s, "recall@10": recall(found, truth),
                      "memory_mb": mem})  # fmt: skip
         print(rows[-1], flush=True)
@@ -105,22 +110,36 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="20k vectors only")
     ap.add_argument("--million", action="store_true", help="also run 1M vectors (slow)")
     ap.add_argument("--n", type=int, action="append", help="custom sizes (repeatable)")
+    ap.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree")
+    ap.add_argument("--ef-construction", type=int, default=80, help="HNSW build beam")
+    ap.add_argument("--ef-search", type=int, default=96, help="HNSW search beam")
+    ap.add_argument("--skip-small", action="store_true", help="with --million: only the 1M case")
+    ap.add_argument("--out", type=Path, default=None, help="results file (default by size)")
     args = ap.parse_args()
     import faiss
 
     faiss.omp_set_num_threads(2)
     sizes = args.n or ([20_000] if args.quick else [100_000])
+    if args.million and args.skip_small:
+        sizes = []
     if args.million:
         sizes.append(1_000_000)
     rows = []
     for n in sizes:
-        rows += run_case(n, 200 if args.quick else 1000, 50 if args.quick else 200)
+        hnsw = {"hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction,
+                "ef_search": args.ef_search}  # fmt: skip
+        rows += run_case(n, 200 if args.quick else 1000, 50 if args.quick else 200, hnsw)
     print("\n| vectors | method | build s | q/s single | q/s batched | recall@10 | memory MB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['n']:,} | {r['method']} | {r['build_s']:.1f} | {r['qps_single']:.0f} |"
               f" {r['qps_batch']:.0f} | {r['recall@10']:.4f} | {r['memory_mb']:.0f} |")  # fmt: skip
-    out = REPO / "benchmarks" / "results" / "knowledge_vectors.json"
+    name = (
+        "knowledge_vectors_1m.json"
+        if args.million and args.skip_small
+        else "knowledge_vectors.json"
+    )
+    out = args.out or REPO / "benchmarks" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "quick": args.quick,
                                "data": "synthetic clustered unit vectors, 384-d",

@@ -15,6 +15,11 @@ Routes (all but ``/healthz``, ``/openapi.json``, ``/`` and ``/widget.js`` need a
     GET  /v1/stats?since=&bucket=       admin   turns, skills, unanswered rate, handoffs
     GET  /healthz                               liveness, no key
 
+The routes and the shared service state live here; the request and response bodies in
+:mod:`assistant.http_models`, the ASGI plumbing (error bodies, body limits, CORS, CSP, log
+redaction, the h11 head deadline) in :mod:`assistant.http_asgi`, uploads in
+:mod:`assistant.uploads`.
+
 Why it is shaped this way:
 
 - Turns run in a bounded thread pool, never on the event loop, so a skill that hangs cannot
@@ -59,7 +64,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -68,32 +73,63 @@ from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from assistant.dialogue import MAX_MESSAGE_CHARS, validate_message
+from assistant.dialogue import validate_message
 from assistant.errors import (
     InputError,
     LlmosError,
-    SessionError,
-    TicketStateError,
     UnknownSessionError,
-    UnknownTicketError,
+)
+from assistant.http_asgi import (
+    STORAGE_FULL_TEXT,
+    ApiError,
+    BodyLimitMiddleware,
+    CorsMiddleware,
+    GuardedH11Protocol,
+    error_response,
+    install_error_handlers,
+    log_config,
+    page_csp,
+)
+from assistant.http_models import (
+    AUTH_ERRORS,
+    DOC_NAME_RE,
+    MAX_ID,
+    SSE_EVENTS,
+    TEXT_RE,
+    AgentIn,
+    AgentReplyIn,
+    AgentReplyOut,
+    ChatIn,
+    ChatOut,
+    CloseIn,
+    FileError,
+    HealthOut,
+    IngestOut,
+    StatsOut,
+    TicketDetailOut,
+    TicketOut,
+    TranscriptOut,
+    error_responses,
 )
 from assistant.keys import EPHEMERAL_ID, ApiKey, KeyStore, normalize_origin
 from assistant.ratelimit import RateLimiter
 from assistant.sessions import (
     FAILED_TIMEOUT,
     SESSION_ID_RE,
-    StorageFullError,
     Turn,
     TurnAbandonedError,
     TurnTicket,
     is_storage_full,
+)
+from assistant.uploads import (
+    parse_multipart,
+    safe_upload_name,
+    save_uploads,
+    upload_dir,
 )
 from skills.base import Reply
 
@@ -107,17 +143,6 @@ SKIPPED_TEXT = (
     "Sorry, I can't do that right now: that part of the assistant is not responding. "
     "Please try again later, or ask for a person."
 )
-STORAGE_FULL_TEXT = "the server's storage is full; your message was not saved, retry later"
-UPLOAD_SUFFIXES_NOTE = "txt, md, html, pdf, csv, jsonl, json, tsv"
-_IDEM_RE = r"^[\x21-\x7e]{1,128}$"
-#: Text the dialogue accepts: no NUL, not only white space (linear-time in pydantic's engine).
-_TEXT_RE = r"^[^\x00]*[^\s\x00][^\x00]*$"
-#: What ``Assistant`` accepts as an agent's name.
-_AGENT_NAME_RE = r"^[\w .'@-]*[\w.'@-][\w .'@-]*$"
-#: A JSON upload's name: a plain text or Markdown file name.
-_DOC_NAME_RE = r"^[A-Za-z0-9_()+-]([A-Za-z0-9_()+ -]|\.[A-Za-z0-9_()+-]){0,100}\.(txt|md)$"
-_NAME_OK = re.compile(r"[^A-Za-z0-9._() +-]")
-_MAX_ID = 2**62
 
 
 # -- settings -----------------------------------------------------------------------------
@@ -189,382 +214,6 @@ class ServerSettings:
     @classmethod
     def from_env(cls, text: str | None) -> ServerSettings:
         return cls(**json.loads(text)) if text else cls()
-
-
-# -- request and response bodies (also the OpenAPI spec) -----------------------------------
-class ChatIn(BaseModel):
-    session_id: str | None = Field(
-        None, pattern=SESSION_ID_RE.pattern, description="null starts a new conversation"
-    )
-    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS, pattern=_TEXT_RE)
-    idempotency_key: str | None = Field(
-        None,
-        pattern=_IDEM_RE,
-        description="A retry with the same key returns the stored reply instead of a second turn",
-    )
-
-
-class SourceOut(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    kind: str
-    title: str
-    ref: str = ""
-    span: list[int] | None = None
-    page: int | None = None
-    snippet: str = ""
-    score: float = 0.0
-    path: list[str] = Field(default_factory=list)
-
-
-class ReplyOut(BaseModel):
-    text: str
-    skill: str
-    confidence: float
-    sources: list[SourceOut]
-    data: dict[str, Any]
-
-
-class ChatOut(BaseModel):
-    session_id: str
-    turn: int | None = Field(
-        description="the stored turn's number (a timed-out turn is stored too, with skill "
-        '"timeout"); null only if even that could not be stored'
-    )
-    reply: ReplyOut
-    handoff: dict[str, Any] | None
-    timed_out: bool = False
-    replayed: bool = False
-
-
-class TurnOut(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    n: int
-    kind: str
-    user: str
-    reply: str
-    skill: str
-    confidence: float
-    sources: list[dict[str, Any]]
-    created: float
-
-
-class TranscriptOut(BaseModel):
-    session_id: str
-    turns: list[TurnOut]
-    handoff: dict[str, Any] | None
-
-
-class TicketOut(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: int
-    session_id: str
-    status: str
-    reason: str
-    agent: str | None
-    created: float
-    updated: float
-
-
-class TicketDetailOut(BaseModel):
-    ticket: TicketOut
-    turns: list[TurnOut]
-    handoff: dict[str, Any] | None
-
-
-class AgentIn(BaseModel):
-    agent: str = Field(min_length=1, max_length=64, pattern=_AGENT_NAME_RE)
-
-
-class AgentReplyIn(AgentIn):
-    text: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS, pattern=_TEXT_RE)
-
-
-class AgentReplyOut(BaseModel):
-    ticket: TicketOut
-    turn: TurnOut
-
-
-class CloseIn(BaseModel):
-    agent: str | None = Field(None, min_length=1, max_length=64, pattern=_AGENT_NAME_RE)
-
-
-class FileError(BaseModel):
-    file: str
-    error: str
-
-
-class IngestOut(BaseModel):
-    saved: list[str]
-    added: list[str]
-    updated: list[str]
-    unchanged: list[str]
-    errors: list[FileError]
-    chunks: int
-    seconds: float
-
-
-class StatsOut(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    since: float
-    bucket_s: int
-    turns: int
-    intents: dict[str, int]
-    unanswered_rate: float
-    handoffs: int
-    series: list[dict[str, Any]]
-
-
-class HealthOut(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    status: str
-    bot: str
-    uptime_s: float
-    turns_in_flight: int
-
-
-class ErrorOut(BaseModel):
-    error: str
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {
-        400: "Malformed body, or nothing usable in it",
-        401: "Missing, unknown or revoked API key",
-        403: "The key's role or origin does not allow this",
-        404: "Unknown session or ticket",
-        409: "The ticket's state does not allow this",
-        413: "Request body too large",
-        429: "Rate limit exceeded (see Retry-After)",
-        503: "The session store is busy, or its disk is full; retry (see Retry-After)",
-    }
-    return {c: {"model": ErrorOut, "description": text[c]} for c in codes}
-
-
-_AUTH_ERRORS = (400, 401, 403, 413, 429)
-#: One server-sent event: ``start``, ``chunk`` (many), then ``done`` or ``error``.
-_SSE_EVENT = {
-    "type": "object",
-    "required": ["event", "data"],
-    "properties": {
-        "event": {"type": "string", "enum": ["start", "chunk", "done", "error"]},
-        "data": {"type": "string", "contentMediaType": "application/json"},
-        "id": {"type": "string"},
-        "retry": {"type": "integer"},
-    },
-}
-
-
-# -- errors -------------------------------------------------------------------------------
-class ApiError(Exception):
-    """An error answered as ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
-def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> Response:
-        return _error_response(exc.status, exc.message, exc.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return _error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> Response:
-        # FastAPI's shape, minus "input"/"ctx": they may echo huge or unencodable input
-        detail = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
-            for e in exc.errors()
-        ]
-        first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"] if p != "body")
-        msg = f"{where}: {first['msg']}" if where else str(first["msg"])
-        return JSONResponse({"error": msg, "detail": detail}, status_code=422)
-
-    @app.exception_handler(LlmosError)
-    async def _llmos_error(request: Request, exc: LlmosError) -> Response:
-        if isinstance(exc, StorageFullError) or is_storage_full(exc):
-            svc_ = getattr(request.app.state, "service", None)
-            retry = str(request.app.state.settings.storage_retry_after_s)
-            if svc_ is not None:
-                svc_.storage_failed(exc)
-            return _error_response(503, STORAGE_FULL_TEXT, {"Retry-After": retry})
-        if isinstance(exc, (UnknownSessionError, UnknownTicketError)):
-            return _error_response(404, str(exc))
-        if isinstance(exc, TicketStateError):
-            return _error_response(409, str(exc))
-        if isinstance(exc, InputError):
-            return _error_response(422, str(exc))
-        if isinstance(exc, SessionError):
-            return _error_response(503, f"{exc}; please retry")
-        LOG.warning("request failed: %s", exc)
-        return _error_response(400, str(exc))
-
-
-# -- pure ASGI middleware -----------------------------------------------------------------
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class BodyTooLarge(StarletteHTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body too large (limit {limit:,} bytes)")
-
-
-class BodyTimeout(StarletteHTTPException):
-    def __init__(self, seconds: float) -> None:
-        super().__init__(
-            408, f"request body not complete after {seconds:g} s", {"Connection": "close"}
-        )
-
-
-class BodyLimitMiddleware:
-    """413 for bodies over the limit, by Content-Length up front or while a chunked body
-    streams in, before a route (or a multipart parser) buffers it; 408 for a body that is
-    not complete ``timeout`` seconds after the request started (a slow-body client would
-    otherwise hold a connection and a concurrency slot for as long as it likes)."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        limit: int,
-        upload_limit: int,
-        timeout: float = 30.0,
-        upload_timeout: float = 300.0,
-    ) -> None:
-        self.app = app
-        self.limit = limit
-        self.upload_limit = upload_limit
-        self.timeout = timeout
-        self.upload_timeout = upload_timeout
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        upload = scope["path"] == "/v1/documents"
-        limit = self.upload_limit if upload else self.limit
-        timeout = self.upload_timeout if upload else self.timeout
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await _send_error(send, 400, "invalid Content-Length")
-                    return
-                if declared > limit:
-                    await _send_error(send, 413, BodyTooLarge(limit).detail)
-                    return
-        seen = 0
-        body_done = False
-
-        async def limited() -> Message:
-            nonlocal seen, body_done
-            if body_done:  # later receives wait for a disconnect: no deadline there
-                return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), max(0.001, deadline - loop.time()))
-            except TimeoutError:
-                raise BodyTimeout(timeout) from None
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge(limit)
-                body_done = not message.get("more_body", False)
-            else:
-                body_done = True
-            return message
-
-        await self.app(scope, limited, send)
-
-
-async def _send_error(send: Send, status: int, message: str, headers: Any = ()) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-class CorsMiddleware:
-    """CORS for widget keys: an origin is allowed when an active widget key lists it.
-
-    Preflights (no key) pass for those origins and fail (403) otherwise; responses to
-    allowed origins carry ``Access-Control-Allow-Origin`` with that origin. Whether *this*
-    request's key allows the origin is checked with the key (403 there).
-    """
-
-    def __init__(self, app: ASGIApp, keys: KeyStore) -> None:
-        self.app = app
-        self.keys = keys
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        origin = None
-        preflight = False
-        for name, value in scope.get("headers", ()):
-            if name == b"origin":
-                origin = value.decode("latin-1")
-            elif name == b"access-control-request-method":
-                preflight = True
-        extra = [(b"x-content-type-options", b"nosniff")]
-        if origin is not None and origin in self.keys.widget_origins():
-            extra += [
-                (b"access-control-allow-origin", origin.encode("latin-1")),
-                (b"access-control-expose-headers", b"Retry-After"),
-                (b"vary", b"Origin"),
-            ]
-            if preflight and scope["method"] == "OPTIONS":
-                await _send_empty(
-                    send,
-                    204,
-                    [
-                        *extra,
-                        (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
-                        (b"access-control-allow-headers", b"Content-Type, X-API-Key"),
-                        (b"access-control-max-age", b"600"),
-                    ],
-                )
-                return
-        elif origin is not None and preflight and scope["method"] == "OPTIONS":
-            await _send_error(send, 403, "origin not allowed", [(b"vary", b"Origin")])
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-async def _send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b""})
 
 
 # -- the service's state ------------------------------------------------------------------
@@ -1046,121 +695,6 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, ensure_ascii=False, default=str))
 
 
-# -- uploads ------------------------------------------------------------------------------
-def safe_upload_name(name: str) -> str:
-    """A plain file name for an upload, or InputError: no paths, no hidden or odd names."""
-    from knowledge.documents import SUPPORTED
-
-    if not isinstance(name, str) or not name.strip():
-        raise InputError("a file name is required")
-    raw = name.strip()
-    if "/" in raw or "\\" in raw or "\x00" in raw or raw in {".", ".."} or ":" in raw:
-        raise InputError(f"{raw[:80]!r}: file names may not contain a path")
-    if raw.startswith(".") or ".." in raw:
-        raise InputError(f"{raw[:80]!r}: hidden files and '..' are not accepted")
-    if any(ord(c) < 32 for c in raw):
-        raise InputError(f"{raw[:80]!r}: control characters in the file name")
-    clean = _NAME_OK.sub("_", raw)
-    if len(clean) > 120:
-        raise InputError(f"{raw[:80]!r}…: file name too long (120 characters at most)")
-    suffix = Path(clean).suffix.lower()
-    if suffix not in SUPPORTED:
-        raise InputError(f"{clean}: unsupported file type (use {UPLOAD_SUFFIXES_NOTE})")
-    return clean
-
-
-def upload_dir(project: Any) -> Path:
-    """Where uploads land: ``knowledge/uploads`` of a project (ingested again at start-up);
-    the demo's content ships inside the package, so its uploads go to its state dir."""
-    base = project.state / "uploads" if project.is_demo else project.knowledge_dir / "uploads"
-    return Path(base)
-
-
-def save_uploads(
-    project: Any, files: list[tuple[str, bytes]]
-) -> tuple[list[Path], list[FileError]]:
-    from knowledge.atomic import atomic_write
-
-    root = upload_dir(project)
-    root.mkdir(parents=True, exist_ok=True)
-    if root.is_symlink() or root.parent.is_symlink():
-        raise InputError("the upload folder is a symlink; refusing to write there")
-    real = root.resolve()
-    saved: list[Path] = []
-    errors: list[FileError] = []
-    for name, data in files:
-        try:
-            clean = safe_upload_name(name)
-            target = root / clean
-            if target.is_symlink() or target.resolve().parent != real:
-                raise InputError(f"{clean}: would be written outside the upload folder")
-            atomic_write(target, data)
-            saved.append(target)
-        except InputError as exc:
-            errors.append(FileError(file=str(name)[:200], error=str(exc)))
-    return saved, errors
-
-
-def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
-    """The file parts of a ``multipart/form-data`` body: ``[(filename, bytes)]``.
-
-    A small strict parser over an already size-capped body (python-multipart is not a
-    dependency); non-file fields are ignored, malformed bodies raise InputError.
-    """
-    from email.message import EmailMessage
-
-    boundary = _boundary(content_type)
-    delim = b"--" + boundary.encode("latin-1")
-    chunks = body.split(delim)
-    if len(chunks) < 3:
-        raise InputError("malformed multipart body (no parts or no closing boundary)")
-    out: list[tuple[str, bytes]] = []
-    closed = False
-    for raw in chunks[1:]:
-        if raw.startswith(b"--"):
-            closed = True
-            break
-        if not raw.startswith(b"\r\n") or not raw.endswith(b"\r\n"):
-            raise InputError("malformed multipart body (bad part framing)")
-        head, sep, content = raw[2:-2].partition(b"\r\n\r\n")
-        if not sep:
-            raise InputError("malformed multipart body (part without headers)")
-        lines = head.split(b"\r\n")
-        if len(lines) > 16:
-            raise InputError("malformed multipart body (too many part headers)")
-        disposition = ""
-        for line in lines:
-            hname, colon, value = line.partition(b":")
-            if not colon:
-                raise InputError("malformed multipart body (bad part header)")
-            if hname.strip().lower() == b"content-disposition":
-                disposition = value.decode("utf-8", "replace").strip()
-        if not disposition:
-            continue
-        msg = EmailMessage()
-        try:
-            msg["Content-Disposition"] = disposition
-            filename = msg.get_filename()
-        except Exception:
-            raise InputError("malformed multipart body (bad Content-Disposition)") from None
-        if filename is None:
-            continue  # a plain form field
-        out.append((str(filename), content))
-    if not closed:
-        raise InputError("malformed multipart body (no closing boundary)")
-    return out
-
-
-def _boundary(content_type: str) -> str:
-    m = re.search(r'boundary=(?:"([^"]{1,70})"|([^\s;,"]{1,70}))', content_type, re.I)
-    if m is None:
-        raise InputError("multipart body without a boundary")
-    value = m.group(1) or m.group(2)
-    if not re.fullmatch(r"[0-9A-Za-z'()+_,\-./:=? ]{1,70}", value) or value.endswith(" "):
-        raise InputError("multipart boundary has invalid characters")
-    return value
-
-
 # -- static files -------------------------------------------------------------------------
 def _static(name: str) -> str | None:
     try:
@@ -1231,7 +765,7 @@ def create_app(
     app.state.keys = keys
     app.state.settings = settings
     app.state.service = service
-    _install_error_handlers(app)
+    install_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware,  # type: ignore[arg-type]
         limit=settings.max_body_bytes,
@@ -1270,7 +804,7 @@ def create_app(
     async def widget_js() -> Response:
         text = _static("widget.js")
         if text is None:
-            return _error_response(404, "the web widget is not installed")
+            return error_response(404, "the web widget is not installed")
         return Response(
             text,
             media_type="application/javascript; charset=utf-8",
@@ -1282,13 +816,13 @@ def create_app(
         s = svc()
         text = _static("index.html")
         if text is None or s.demo_key is None:
-            return _error_response(404, "no demo page")
+            return error_response(404, "no demo page")
         page = text.replace("{{WIDGET_KEY}}", html.escape(s.demo_key)).replace(
             "{{TITLE}}", html.escape(s.assistant.config.name)
         )
         return HTMLResponse(
             page,
-            headers={"Cache-Control": "no-store", "Content-Security-Policy": _page_csp(page)},
+            headers={"Cache-Control": "no-store", "Content-Security-Policy": page_csp(page)},
         )
 
     # -- chat --------------------------------------------------------------------------
@@ -1296,7 +830,7 @@ def create_app(
         "/v1/chat",
         response_model=ChatOut,
         tags=["chat"],
-        responses=_errors(*_AUTH_ERRORS, 404, 503),
+        responses=error_responses(*AUTH_ERRORS, 404, 503),
     )
     async def chat(body: ChatIn, key: ApiKey = chat_key) -> dict[str, Any]:
         """One turn: a new conversation when ``session_id`` is null."""
@@ -1310,9 +844,9 @@ def create_app(
         responses={
             200: {
                 "description": "Server-sent events: start, chunk..., done (or error)",
-                "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+                "content": {"text/event-stream": {"schema": SSE_EVENTS}},
             },
-            **_errors(*_AUTH_ERRORS, 404, 503),
+            **error_responses(*AUTH_ERRORS, 404, 503),
         },
     )
     async def chat_stream(body: ChatIn, key: ApiKey = chat_key) -> StreamingResponse:
@@ -1331,11 +865,11 @@ def create_app(
         "/v1/sessions/{session_id}",
         response_model=TranscriptOut,
         tags=["chat"],
-        responses=_errors(*_AUTH_ERRORS, 404),
+        responses=error_responses(*AUTH_ERRORS, 404),
     )
     async def session(
         session_id: str = PathParam(pattern=SESSION_ID_RE.pattern),
-        after: int = Query(0, ge=0, le=_MAX_ID, description="only turns numbered above this"),
+        after: int = Query(0, ge=0, le=MAX_ID, description="only turns numbered above this"),
         key: ApiKey = chat_key,
     ) -> dict[str, Any]:
         """The conversation's turns (the widget polls this for agent messages)."""
@@ -1353,13 +887,13 @@ def create_app(
         return await run_in_threadpool(read)
 
     # -- the handoff desk --------------------------------------------------------------
-    TicketId = PathParam(ge=1, le=_MAX_ID)
+    TicketId = PathParam(ge=1, le=MAX_ID)
 
     @app.get(
         "/v1/tickets",
         response_model=list[TicketOut],
         tags=["desk"],
-        responses=_errors(*_AUTH_ERRORS),
+        responses=error_responses(*AUTH_ERRORS),
     )
     async def tickets(
         status: Literal["open", "claimed", "closed"] | None = None, key: ApiKey = desk_key
@@ -1372,7 +906,7 @@ def create_app(
         "/v1/tickets/{ticket_id}",
         response_model=TicketDetailOut,
         tags=["desk"],
-        responses=_errors(*_AUTH_ERRORS, 404),
+        responses=error_responses(*AUTH_ERRORS, 404),
     )
     async def ticket(ticket_id: int = TicketId, key: ApiKey = desk_key) -> dict[str, Any]:
         """A ticket with the customer's conversation so far."""
@@ -1393,7 +927,7 @@ def create_app(
         "/v1/tickets/{ticket_id}/claim",
         response_model=TicketOut,
         tags=["desk"],
-        responses=_errors(*_AUTH_ERRORS, 404, 409),
+        responses=error_responses(*AUTH_ERRORS, 404, 409),
     )
     async def claim(body: AgentIn, ticket_id: int = TicketId, key: ApiKey = desk_key) -> Any:
         """Take the conversation: the customer's next messages go to this agent."""
@@ -1404,7 +938,7 @@ def create_app(
         "/v1/tickets/{ticket_id}/reply",
         response_model=AgentReplyOut,
         tags=["desk"],
-        responses=_errors(*_AUTH_ERRORS, 404, 409),
+        responses=error_responses(*AUTH_ERRORS, 404, 409),
     )
     async def agent_reply(
         body: AgentReplyIn, ticket_id: int = TicketId, key: ApiKey = desk_key
@@ -1422,7 +956,7 @@ def create_app(
         "/v1/tickets/{ticket_id}/close",
         response_model=TicketOut,
         tags=["desk"],
-        responses=_errors(*_AUTH_ERRORS, 404, 409),
+        responses=error_responses(*AUTH_ERRORS, 404, 409),
     )
     async def close(body: CloseIn, ticket_id: int = TicketId, key: ApiKey = desk_key) -> Any:
         """End the handoff; the assistant answers the customer again."""
@@ -1452,10 +986,10 @@ def create_app(
                         "properties": {
                             "name": {
                                 "type": "string",
-                                "pattern": _DOC_NAME_RE,
+                                "pattern": DOC_NAME_RE,
                                 "description": "a .txt or .md file name",
                             },
-                            "text": {"type": "string", "pattern": _TEXT_RE},
+                            "text": {"type": "string", "pattern": TEXT_RE},
                         },
                         "required": ["name", "text"],
                     }
@@ -1468,7 +1002,7 @@ def create_app(
         "/v1/documents",
         response_model=IngestOut,
         tags=["admin"],
-        responses=_errors(*_AUTH_ERRORS, 503),
+        responses=error_responses(*AUTH_ERRORS, 503),
         openapi_extra=upload_schema,
     )
     async def documents(request: Request, key: ApiKey = admin_key) -> Any:
@@ -1503,7 +1037,7 @@ def create_app(
         "/v1/stats",
         response_model=StatsOut,
         tags=["admin"],
-        responses=_errors(*_AUTH_ERRORS),
+        responses=error_responses(*AUTH_ERRORS),
     )
     async def stats(
         since: float | None = Query(None, ge=0, le=1e11, allow_inf_nan=False),
@@ -1557,7 +1091,7 @@ async def _read_upload(request: Request) -> list[tuple[str, bytes]]:
         name, text = doc.get("name"), doc.get("text")
         if not isinstance(name, str) or not isinstance(text, str) or not text.strip():
             raise ApiError(400, 'expected {"name": ..., "text": ...} with non-empty text')
-        if not re.fullmatch(_DOC_NAME_RE, name):
+        if not re.fullmatch(DOC_NAME_RE, name):
             raise ApiError(400, f"{name[:80]!r}: name a .txt or .md file (letters, digits, ._-)")
         if "\x00" in text:
             raise ApiError(400, "text contains a NUL character")
@@ -1595,103 +1129,6 @@ def tune_process(settings: ServerSettings) -> None:
         except ImportError:  # pragma: no cover - torch is a dependency
             return
         torch.set_num_threads(settings.torch_threads)
-
-
-def _page_csp(page: str) -> str:
-    """A strict CSP for the demo page: only our own script, only its own inline style block.
-
-    Even if a reply's text slipped past the widget's escaping, no injected script could run.
-    """
-    import base64
-    import hashlib
-
-    hashes = " ".join(
-        "'sha256-" + base64.b64encode(hashlib.sha256(m.encode("utf-8")).digest()).decode() + "'"
-        for m in re.findall(r"<style>(.*?)</style>", page, flags=re.S)
-    )
-    return (
-        "default-src 'none'; script-src 'self'; "
-        f"style-src {hashes or chr(39) + 'none' + chr(39)}; connect-src 'self'; "
-        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )
-
-
-_KEY_IN_TEXT = re.compile(r"llmos_(?:wk|ak|adm)_[A-Za-z0-9_-]+")
-
-
-class RedactKeys(logging.Filter):
-    """Blank out anything shaped like an API key in log lines (a client that puts its key
-    in the query string would otherwise leave it in the access log)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = _KEY_IN_TEXT.sub("llmos_[redacted]", record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                _KEY_IN_TEXT.sub("llmos_[redacted]", a) if isinstance(a, str) else a
-                for a in record.args
-            )
-        return True
-
-
-def log_config() -> dict[str, Any]:
-    """uvicorn's logging config with :class:`RedactKeys` on every handler."""
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-
-    cfg = copy.deepcopy(LOGGING_CONFIG)
-    cfg.setdefault("filters", {})["redact_keys"] = {"()": "assistant.server.RedactKeys"}
-    cfg["filters"]["redact_pii"] = {"()": "assistant.pii.RedactingFilter"}
-    for handler in cfg.get("handlers", {}).values():
-        handler.setdefault("filters", []).extend(["redact_keys", "redact_pii"])
-    return cfg
-
-
-def _h11_protocol() -> type:
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    return H11Protocol
-
-
-class GuardedH11Protocol(_h11_protocol()):  # type: ignore[misc]
-    """uvicorn's h11 protocol plus a deadline for each request head.
-
-    Stock uvicorn waits forever for the first request on a new connection (its keep-alive
-    timer starts only after a response), so idle or 1-byte-a-second clients could hold
-    ``limit_concurrency`` slots. Here a connection that has not sent a complete request head
-    ``headers_timeout_s`` after it opened (or after its last response) is closed.
-    """
-
-    headers_timeout_s: float = 10.0  # set by serve() / app_from_env() from ServerSettings
-
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        self._arm_head_deadline()
-
-    def _arm_head_deadline(self) -> None:
-        timer = getattr(self, "_head_timer", None)
-        if timer is not None:
-            timer.cancel()
-        self._head_cycle = self.cycle
-        self._head_timer = self.loop.call_later(self.headers_timeout_s, self._head_deadline)
-
-    def _head_deadline(self) -> None:
-        self._head_timer = None
-        if self.cycle is self._head_cycle and not self.transport.is_closing():
-            self.transport.close()  # no new request head since the timer was armed
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm_head_deadline()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        timer = getattr(self, "_head_timer", None)
-        if timer is not None:
-            timer.cancel()
-            self._head_timer = None
-        super().connection_lost(exc)
 
 
 def uvicorn_options(settings: ServerSettings, log_level: str = "info") -> dict[str, Any]:

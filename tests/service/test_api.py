@@ -232,7 +232,7 @@ def test_upload_json_document_then_ask_about_it(api):
 
 
 def test_upload_multipart_files_with_bad_names_rejected(api, service_bot):
-    from assistant.server import upload_dir
+    from assistant.uploads import upload_dir
 
     files = [
         ("files", ("store-hours.txt", b"The Fernhill outlet opens at 9 am on weekdays.")),
@@ -252,7 +252,7 @@ def test_upload_multipart_files_with_bad_names_rejected(api, service_bot):
 
 
 def test_upload_refuses_to_follow_a_planted_symlink(api, service_bot, tmp_path):
-    from assistant.server import upload_dir
+    from assistant.uploads import upload_dir
 
     up = upload_dir(service_bot.project)
     up.mkdir(parents=True, exist_ok=True)

@@ -224,10 +224,10 @@ def test_access_log_never_shows_a_key():
     """RELIABILITY H1: a key sent in a query string is not written to the logs."""
     import logging
 
-    from assistant.server import RedactKeys, log_config
+    from assistant.http_asgi import RedactKeys, log_config
 
     cfg = log_config()
-    assert cfg["filters"]["redact_keys"]["()"] == "assistant.server.RedactKeys"
+    assert cfg["filters"]["redact_keys"]["()"] == "assistant.http_asgi.RedactKeys"
     assert all("redact_keys" in h["filters"] for h in cfg["handlers"].values())
     key = "llmos_wk_" + "Q" * 43
     record = logging.LogRecord(

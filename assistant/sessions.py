@@ -302,7 +302,10 @@ class SessionStore:
         self.path = Path(path)
         if self.path.is_symlink():
             raise SessionError(f"refusing a session database behind a symlink: {self.path}")
-        self._db = connect(self.path, SessionError, "session database")
+        try:
+            self._db = connect(self.path, SessionError, "session database")
+        except SessionError as exc:  # a full disk at open is a full disk (503), not a bad file
+            raise _save_error(exc) from None
         self._db_lock = threading.RLock()
         self._session_locks: dict[str, SessionLock] = {}
         self._locks_guard = threading.Lock()
@@ -319,11 +322,18 @@ class SessionStore:
         except OSError as exc:
             self._db.close()
             raise _save_error(exc, f"cannot open the session lock file {self.path}.locks") from None
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()  # a store that failed to open holds no connection or lock file
+            raise
 
     # -- plumbing ----------------------------------------------------------------------
     def _migrate(self) -> None:
-        migrate(self._db, self._db_lock, MIGRATIONS, self._tx)
+        try:
+            migrate(self._db, self._db_lock, MIGRATIONS, self._tx)
+        except sqlite3.OperationalError as exc:  # the bookkeeping outside the migrations' tx
+            raise _save_error(exc, f"could not prepare the session database {self.path}") from None
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -24,6 +24,7 @@ Migration = Callable[[sqlite3.Connection], None]
 
 def connect(path: Path, error: type[Exception], what: str) -> sqlite3.Connection:
     """Open ``path`` with the pragmas every llmos store uses; errors name the file in one line."""
+    db: sqlite3.Connection | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30.0)
@@ -32,6 +33,8 @@ def connect(path: Path, error: type[Exception], what: str) -> sqlite3.Connection
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=30000")
     except (sqlite3.DatabaseError, OSError) as exc:
+        if db is not None:
+            db.close()  # e.g. a full disk while switching to WAL: leave no handle behind
         raise error(f"cannot open the {what} {path}: {exc}") from None
     return db
 

@@ -77,6 +77,23 @@ def rss_mb(pid: int) -> float:
 
 
 # -- the server ---------------------------------------------------------------------------
+def demo_with_key(home: Path, name: str) -> tuple[Any, str]:
+    """The demo project under ``LLMOS_HOME=home`` and a widget key whose rate limit is out of
+    the way (the harness measures the server, not the limiter): ``(project, key)``."""
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["LLMOS_HOME"] = str(home)
+    sys.path.insert(0, str(REPO))
+    from assistant.keys import KeyStore
+    from assistant.project import demo_project
+
+    proj = demo_project()
+    proj.ensure_dirs()
+    ks = KeyStore.for_project(proj)
+    key = ks.create("widget", name=name, rate_per_min=10_000_000)[1]
+    ks.close()
+    return proj, key
+
+
 def start_server(home: Path, port: int, workers: int, threads: int) -> subprocess.Popen[str]:
     assert HOST in {"127.0.0.1", "::1", "localhost"}, "load tests run on loopback only"
     env = {
@@ -252,17 +269,7 @@ def main() -> None:
         raise SystemExit("concurrency levels must be 1..256")
     qs = questions(args.data)
     home = args.home or Path(tempfile.mkdtemp(prefix="llmos-serve-load-"))
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["LLMOS_HOME"] = str(home)
-    sys.path.insert(0, str(REPO))
-    from assistant.keys import KeyStore
-    from assistant.project import demo_project
-
-    proj = demo_project()
-    proj.ensure_dirs()
-    ks = KeyStore.for_project(proj)
-    key = ks.create("widget", name="serve_load", rate_per_min=10_000_000)[1]
-    ks.close()
+    proj, key = demo_with_key(home, "serve_load")
 
     port = free_port()
     base = f"http://{HOST}:{port}"

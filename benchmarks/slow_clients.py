@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import serve_load
-from serve_load import HOST, free_port, pct, wait_healthy
+from serve_load import HOST, demo_with_key, free_port, pct, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -214,18 +214,9 @@ def main() -> None:
     idle_s = 10.0 if args.quick else 20.0
 
     home = args.home or Path(tempfile.mkdtemp(prefix="llmos-slow-clients-"))
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["LLMOS_HOME"] = str(home)
-    sys.path.insert(0, str(REPO))
-    from assistant.keys import KeyStore
-    from assistant.project import demo_project
+    _, key = demo_with_key(home, "slow_clients")
     from assistant.server import ServerSettings
 
-    proj = demo_project()
-    proj.ensure_dirs()
-    ks = KeyStore.for_project(proj)
-    key = ks.create("widget", name="slow_clients", rate_per_min=10_000_000)[1]
-    ks.close()
     shipped = ServerSettings()
 
     port = free_port()

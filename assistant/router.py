@@ -214,41 +214,51 @@ class IntentRouter:
 
     # -- persistence -------------------------------------------------------------------
     def _save(self) -> None:
+        """Weights first, then ``router.json`` naming their sha256: a save cut short by a full
+        disk or an I/O error leaves the old router, or a mix that :meth:`_load` refuses."""
         from safetensors.numpy import save
 
         assert self.model_dir is not None and self.head is not None
-        self.model_dir.mkdir(parents=True, exist_ok=True)
         tensors, meta = self.head.state_dict()
         tensors = {f"head.{k}": np.ascontiguousarray(v) for k, v in tensors.items()}
         tensors["examples"] = np.ascontiguousarray(self.example_vecs)
+        weights = save(tensors)
         doc = {
             "format": ROUTER_FORMAT,
             "fingerprint": self.fingerprint,
             "intent_skill": self.intent_skill,
             "example_intents": self.example_intents,
             "head_meta": meta,
+            "weights_sha256": hashlib.sha256(weights).hexdigest(),
             "trained_at": self.trained_at,
             "train_seconds": self.train_seconds,
         }
-        if self.encoder is not None:
-            from assistant.router_finetune import ENCODER_FILE
+        try:
+            self.model_dir.mkdir(parents=True, exist_ok=True)
+            if self.encoder is not None:
+                from assistant.router_finetune import ENCODER_FILE
 
-            # weights first: router.json, written last, names their checksum
-            doc["encoder"] = {
-                "file": ENCODER_FILE,
-                "sha256": self.encoder.save(self.model_dir / ENCODER_FILE),
-                "settings": self.encoder_settings.as_dict() if self.encoder_settings else None,
-            }
-        atomic_write(self.model_dir / "router.safetensors", save(tensors))
-        atomic_write(self.model_dir / "router.json", json.dumps(doc, indent=1).encode("utf-8"))
-        if self.encoder is None:  # a frozen retrain leaves no stale 90 MB encoder behind
-            from assistant.router_finetune import ENCODER_FILE
+                # weights first: router.json, written last, names their checksum
+                doc["encoder"] = {
+                    "file": ENCODER_FILE,
+                    "sha256": self.encoder.save(self.model_dir / ENCODER_FILE),
+                    "settings": self.encoder_settings.as_dict() if self.encoder_settings else None,
+                }
+            atomic_write(self.model_dir / "router.safetensors", weights)
+            atomic_write(self.model_dir / "router.json", json.dumps(doc, indent=1).encode("utf-8"))
+            if self.encoder is None:  # a frozen retrain leaves no stale 90 MB encoder behind
+                from assistant.router_finetune import ENCODER_FILE
 
-            (self.model_dir / ENCODER_FILE).unlink(missing_ok=True)
+                (self.model_dir / ENCODER_FILE).unlink(missing_ok=True)
+        except OSError as exc:  # disk full, I/O error: the trained router still serves
+            raise RouterError(
+                f"cannot save the router in {self.model_dir} ({exc.strerror or exc}); "
+                "it works until the next start, which retrains it"
+            ) from None
 
     def _load(self, expected_fp: str | None) -> bool:
         from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load
 
         from assistant.router_head import IntentHead
 
@@ -263,7 +273,11 @@ class IntentRouter:
                 return False
             if expected_fp is not None and doc.get("fingerprint") != expected_fp:
                 return False
-            tensors = load_file(str(weights))
+            blob = weights.read_bytes()
+            want = doc.get("weights_sha256")  # absent in routers saved before it was recorded
+            if want is not None and hashlib.sha256(blob).hexdigest() != want:
+                return False  # weights of another generation (a save cut short)
+            tensors = load(blob)
             head_t = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
             head = IntentHead.from_state(head_t, doc["head_meta"])
             example_vecs = tensors["examples"].astype(np.float32)

@@ -13,6 +13,7 @@ them, so a document is wholly present or absent even after ``kill -9`` mid-inges
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
@@ -170,12 +171,26 @@ class KnowledgeBase:
         return index
 
     def _save_index(self, index: VectorIndex | None = None) -> None:
+        """Temp file, record its sha256 in SQLite, rename. A failure removes the temp file and
+        puts the old record back, so the file on disk always matches what SQLite names."""
         index = index or self.index
         tmp, sha = index.write_temp(self.index_path)
         count, checksum = index.id_checksum()
         meta = {"sha256": sha, "count": count, "checksum": checksum, "kind": index.kind}
-        self.store.set_meta("index", meta)
-        os.replace(tmp, self.index_path)
+        try:
+            old = self.store.get_meta("index")
+            self.store.set_meta("index", meta)
+            try:
+                os.replace(tmp, self.index_path)
+            except OSError as exc:
+                if old is not None:  # best effort; a mismatch is still caught on open
+                    with contextlib.suppress(KnowledgeError):
+                        self.store.set_meta("index", old)
+                raise StoreError(
+                    f"{self.index_path}: cannot save the index ({exc.strerror or exc})"
+                ) from None
+        finally:
+            tmp.unlink(missing_ok=True)
         fsync_dir(self.store_dir)
 
     def _checkpoint(self) -> None:
@@ -378,7 +393,8 @@ class KnowledgeBase:
         with self._write:
             for key in keys:
                 self._remove_key(key)
-            if keys:
+            # a pending graph journal: the last checkpoint failed (disk full); retry it now
+            if keys or self.store.pending_graph():
                 self._checkpoint()
         return bool(keys)
 

@@ -18,6 +18,7 @@ and the new one renamed into place, so a crash leaves either the old or the new 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -87,11 +88,16 @@ def write_checkpoint_dir(
     ``manifest`` is completed with file sizes and hashes and written last as ``llmos.json``.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f"{target.name}.tmp-*"):  # left by a killed writer
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{target.name}.tmp-"))
+    tmp: Path | None = None
+    old: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f"{target.name}.tmp-*"):  # left by a killed writer
+            shutil.rmtree(stale, ignore_errors=True)
+        if target.is_dir():  # superseded copies a crash left after the second rename
+            for stale in target.parent.glob(f"{target.name}.old-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{target.name}.tmp-"))
         fill(tmp)
         files = {}
         for f in sorted(tmp.rglob("*")):
@@ -104,17 +110,19 @@ def write_checkpoint_dir(
         (tmp / MANIFEST).write_text(json.dumps({**manifest, "files": files}, indent=2))
         _fsync_file(tmp / MANIFEST)
         _fsync_dir(tmp)
-        old = None
         if target.exists():
             old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{target.name}.old-"))
             old.rmdir()
             os.rename(target, old)
         os.rename(tmp, target)
-        _fsync_dir(target.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not target.exists():
+            # the second rename failed: put the previous checkpoint back (if this fails too,
+            # resolve_model_dir() recovers it from <dir>.old-* on the next load)
+            with contextlib.suppress(OSError):
+                os.rename(old, target)
         if isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError":
             # disk full or an I/O error: the old checkpoint is untouched; say so on one line
             msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -123,6 +131,12 @@ def write_checkpoint_dir(
                 f"cannot write the checkpoint {target} ({msg}); the previous one is intact"
             ) from None
         raise
+    # the new checkpoint is in place: a failure from here on must not be reported as a
+    # failed write (and must not leave the old copy behind)
+    with contextlib.suppress(OSError):
+        _fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return target
 
 

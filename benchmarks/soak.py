@@ -32,6 +32,7 @@ import random
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ class Window:
             "chat": len(self.lat_chat),
             "transcripts": len(self.lat_read),
             "errors": len(self.errors),
+            "error_kinds": dict(Counter(self.errors)),
             "dropped_slots": self.dropped,
             "p50_ms": round(pct(lat, 50) * 1000, 1),
             "p99_ms": round(pct(lat, 99) * 1000, 1),
@@ -125,7 +127,7 @@ async def soak(
                 errors_total += 1
                 return
             if r.status_code != 200 or r.json().get("timed_out"):
-                w_ref[0].errors.append(str(r.status_code))
+                w_ref[0].errors.append("timed_out" if r.status_code == 200 else str(r.status_code))
                 errors_total += 1
                 return
             out = r.json()
@@ -202,6 +204,9 @@ async def soak(
         "chat_turns": len(all_chat),
         "transcripts": len(all_read),
         "errors": errors_total,
+        "error_kinds": dict(
+            sum((Counter(w["error_kinds"]) for w in windows), Counter(w_ref[0].errors))
+        ),
         "error_rate": round(errors_total / max(total, 1), 5),
         "transcript_gaps": transcript_gaps,
         "p50_ms": round(pct(all_chat + all_read, 50) * 1000, 1),

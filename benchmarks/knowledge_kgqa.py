@@ -1,6 +1,7 @@
 """KG question answering: the GNN reasoner vs. the same pipeline with the GNN switched off.
 
     .venv/bin/python benchmarks/knowledge_kgqa.py [--quick] [--only metaqa1,pq2] [--epochs N]
+        [--threads 1] [--batch-size 32] [--budget SECONDS] [--data DIR]
 
 Datasets (``<repo>/../shared/data``):
 - MetaQA 1-hop / 2-hop over the *reconstructed* WikiMovies KB (about 96% of the official
@@ -10,7 +11,9 @@ Datasets (``<repo>/../shared/data``):
 
 Systems, side by side in one run: ``gnn`` (KGQANet: question-conditioned relation attention
 per hop + relation-aware GNN layers) and ``baseline`` (entity link + relation-path
-classifier + traversal). Reports hits@1 and training seconds (2-core shared CPU: noisy).
+classifier + traversal). Reports hits@1, GNN training seconds and questions/s, inference
+ms/question (2-core shared CPU: noisy). Threads default to 1: with other work on the two
+cores, two torch threads that wait for each other made GNN training 15-40x slower.
 MiniLM vectors are cached in ``/tmp/llmos_kgqa/embed_cache.sqlite`` (first run: minutes).
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import sys
@@ -28,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
+DATA_DIR = DATA  # --data replaces it
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = Path("/tmp/llmos_kgqa/embed_cache.sqlite")
 
@@ -42,7 +47,7 @@ PUBLISHED = {
 def load_metaqa(hops: int, quick: bool):
     from knowledge.kgqa_data import read_flags, read_kb, read_kgqa
 
-    d = DATA / "metaqa"
+    d = DATA_DIR / "metaqa"
     sfx = ".txt" if hops == 1 else ".txt.gz"
     train = read_kgqa(d / f"qa_{hops}hop_dev{sfx}")
     test = read_kgqa(d / f"qa_{hops}hop_test{sfx}")
@@ -60,7 +65,7 @@ def load_metaqa(hops: int, quick: bool):
 def load_pq(hops: int, quick: bool):
     from knowledge.kgqa_data import link_underscored, read_kb, read_kgqa
 
-    d = DATA / "pathquestion"
+    d = DATA_DIR / "pathquestion"
     kb = read_kb(d / f"{hops}H-kb.txt")
     ents = {s for s, _, _ in kb} | {o for _, _, o in kb}
     qs = read_kgqa(d / f"PQ-{hops}H.txt")
@@ -91,11 +96,12 @@ def run_one(name: str, hops: int, kb, train, test, flags, args, embedder) -> dic
         kg, train, embedder, RESULTS / f"kgqa_{name}_model" if args.save else None,
         hops=hops, epochs=args.epochs, aggr=args.aggr, show_progress=not args.no_bar,
         time_budget_s=args.budget, dim=args.dim, lr=args.lr, max_neighbors=args.max_neighbors,
-        max_nodes=args.max_nodes,
+        max_nodes=args.max_nodes, batch_size=args.batch_size,
     )  # fmt: skip
     t1 = time.perf_counter()
     preds = predict(res.model, kg, test, embedder)
     infer_ms = 1000 * (time.perf_counter() - t1) / max(len(test), 1)
+    loop_s = max(res.seconds - res.setup_seconds, 1e-9)
     base = PathClassifier(kg, embedder, hops=hops)
     base_s = base.fit(train)
     bpreds = base.predict(test)
@@ -117,6 +123,10 @@ def run_one(name: str, hops: int, kb, train, test, flags, args, embedder) -> dic
         "baseline_hits1_answerable": round(h(bpreds, sub), 2),
         "gnn_train_s": round(res.seconds, 1),
         "gnn_steps": len(res.losses),
+        "gnn_epochs_done": round(res.examples_seen / max(res.used, 1), 2),
+        "gnn_setup_s": round(res.setup_seconds, 1),
+        "gnn_train_q_per_s": round(res.examples_seen / loop_s, 1),
+        "gnn_cache_mb": round(res.cache_bytes / 2**20, 1),
         "baseline_train_s": round(base_s, 1),
         "gnn_infer_ms_per_q": round(infer_ms, 2),
         "graph_build_s": round(build_s, 1),
@@ -137,14 +147,21 @@ def main() -> None:
     ap.add_argument("--max-nodes", type=int, default=600, help="subgraph cap per question")
     ap.add_argument("--save", action="store_true", help="keep models under benchmarks/results/")
     ap.add_argument("--no-bar", action="store_true")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (2 only on an idle machine)"
+    )
+    ap.add_argument("--batch-size", type=int, default=32, help="questions per training step")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder with metaqa/, pathquestion/")
     args = ap.parse_args()
+    global DATA_DIR
+    DATA_DIR = args.data
     if args.epochs is None:
         args.epochs = 3 if args.quick else 6
     import torch
 
     from knowledge.embed import Embedder
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     embedder = Embedder(cache_path=CACHE)
     rows = []
     loaders = {
@@ -160,20 +177,24 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     print()
     hdr = "| dataset | GNN hits@1 (answerable / all) | baseline hits@1 (answerable / all) "
-    print(hdr + "| GNN train s | baseline train s | published |")
-    print("|---|---|---|---|---|---|")
+    print(hdr + "| GNN train s (q/s) | GNN infer ms/q | baseline train s | published |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['dataset']} | {r['gnn_hits1_answerable']} / {r['gnn_hits1_all']} | "
             f"{r['baseline_hits1_answerable']} / {r['baseline_hits1_all']} | "
-            f"{r['gnn_train_s']} | {r['baseline_train_s']} | {r['published']} |"
+            f"{r['gnn_train_s']} ({r['gnn_train_q_per_s']}) | {r['gnn_infer_ms_per_q']} | "
+            f"{r['baseline_train_s']} | {r['published']} |"
         )
     print("(MetaQA on a reconstructed KB, ~96% of the official; 2-core shared CPU, timings noisy)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
         "command": "benchmarks/knowledge_kgqa.py " + " ".join(sys.argv[1:]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} 2-core shared CPU, torch threads 2",
+        "machine": f"{platform.machine()} 2-core shared CPU, torch threads {args.threads}",
+        "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "batch_size": args.batch_size,
+        "budget_s": args.budget,
         "quick": args.quick,
         "epochs": args.epochs,
         "aggr": args.aggr,

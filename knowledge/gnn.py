@@ -164,7 +164,7 @@ def question_ngrams(text: str, buckets: int) -> list[int]:
 class GraphBatch:
     """Disjoint union of per-question subgraphs (tensors; see :class:`KGQANet` Shapes)."""
 
-    ent_feat: torch.Tensor  # (N, text_dim)
+    ent_feat: torch.Tensor  # (N, text_dim), or (U, text_dim) distinct entities with ent_index
     topic: torch.Tensor  # (N,) 1.0 at topic entities
     node_batch: torch.Tensor  # (N,) question index of each node
     edge_index: torch.Tensor  # (2, E)
@@ -173,6 +173,9 @@ class GraphBatch:
     q_ngrams: torch.Tensor  # (G,) flat bucket ids
     q_offsets: torch.Tensor  # (B,)
     labels: torch.Tensor | None = None  # (N,) 1.0 at answers
+    # (N,) row of ent_feat for each node: subgraphs of one batch share entities, so each
+    # distinct one is projected once and gathered (same values, less work)
+    ent_index: torch.Tensor | None = None
 
     @property
     def num_questions(self) -> int:
@@ -253,9 +256,10 @@ class KGQANet(nn.Module):
         s_mix = (S * beta[b.node_batch]).sum(-1) * (1 - 2e-6) + 1e-6
         logits = self.alpha * (s_mix.log() - (1 - s_mix).log())
         if c.use_gnn:
-            h = torch.cat(
-                [self.ent_lin(b.ent_feat), s_mix.unsqueeze(-1), b.topic.unsqueeze(-1)], -1
-            )
+            ent = self.ent_lin(b.ent_feat)
+            if b.ent_index is not None:
+                ent = ent[b.ent_index]
+            h = torch.cat([ent, s_mix.unsqueeze(-1), b.topic.unsqueeze(-1)], -1)
             for i, layer in enumerate(self.gnn):
                 w = attns[min(i, c.hops - 1)][ebatch, b.edge_type]
                 gate = torch.sigmoid(self.q_gate[i](q))[b.node_batch]

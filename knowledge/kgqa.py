@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,9 @@ class CompiledGraph:
         self.indptr = np.zeros(len(self.nodes) + 1, dtype=np.int64)
         np.add.at(self.indptr, src_a[order] + 1, 1)
         self.indptr = np.cumsum(self.indptr)
+        self._scratch_lock = threading.Lock()
+        self._local: np.ndarray | None = None
+        self._done: np.ndarray | None = None
 
     def type_label(self, t: int) -> str:
         rel = self.relations[t // 2]
@@ -89,46 +93,102 @@ class CompiledGraph:
         """k-hop neighbourhood: ``(global node ids, local src, local dst, edge type)``.
 
         Neighbours beyond ``max_neighbors`` per node are sampled (fixed seed); no new nodes
-        are added past ``max_nodes``.
+        are added past ``max_nodes``. Membership tests use a node-indexed scratch array
+        (touched entries are reset afterwards), not set operations on sorted copies.
         """
         rng = np.random.default_rng(seed)
         nodes = np.asarray(list(dict.fromkeys(int(t) for t in topics)), dtype=np.int64)
-        frontier, expanded = nodes, np.zeros(0, dtype=np.int64)
+        if nodes.size and (nodes.min() < 0 or nodes.max() >= len(self.nodes)):
+            raise ValueError(f"topic node index out of range 0..{len(self.nodes) - 1}")
+        local, done, held = self._scratch()
+        parts: list[np.ndarray] = [nodes]
+        expanded: list[np.ndarray] = []
         es, ed, et = [], [], []
-        for _ in range(hops):
-            frontier = frontier[~np.isin(frontier, expanded)]
-            if frontier.size == 0:
-                break
-            starts, deg = self.indptr[frontier], np.diff(self.indptr)[frontier]
-            total = int(deg.sum())
-            if total == 0:
-                break
-            offs = np.repeat(np.cumsum(deg) - deg, deg)
-            grp = np.repeat(np.arange(frontier.size), deg)
-            pos = np.arange(total) - offs + np.repeat(starts, deg)
-            if int(deg.max()) > max_neighbors:  # sample each big neighbourhood down to the cap
-                perm = np.lexsort((rng.random(total), grp))
-                keep = (np.arange(total) - offs) < max_neighbors
-                pos, grp = pos[perm][keep], grp[perm][keep]
-            u, v, t = frontier[grp], self.dst[pos], self.typ[pos]
-            new = v[~np.isin(v, nodes)]
-            _, first = np.unique(new, return_index=True)
-            new = new[np.sort(first)][: max(max_nodes - nodes.size, 0)]
-            nodes = np.concatenate([nodes, new])
-            keep = np.isin(v, nodes)
-            es.append(u[keep])
-            ed.append(v[keep])
-            et.append(t[keep])
-            expanded = np.concatenate([expanded, frontier])
-            frontier = new
+        try:
+            local[nodes] = np.arange(nodes.size)
+            frontier, n = nodes, nodes.size
+            for _ in range(hops):
+                frontier = frontier[~done[frontier]]
+                if frontier.size == 0:
+                    break
+                starts = self.indptr[frontier]
+                deg = self.indptr[frontier + 1] - starts
+                total = int(deg.sum())
+                if total == 0:
+                    break
+                offs = np.repeat(np.cumsum(deg) - deg, deg)
+                grp = np.repeat(np.arange(frontier.size), deg)
+                pos = np.arange(total) - offs + np.repeat(starts, deg)
+                if int(deg.max()) > max_neighbors:  # sample each big neighbourhood to the cap
+                    perm = np.lexsort((rng.random(total), grp))
+                    keep = (np.arange(total) - offs) < max_neighbors
+                    pos, grp = pos[perm][keep], grp[perm][keep]
+                u, v, t = frontier[grp], self.dst[pos], self.typ[pos]
+                new = v[local[v] < 0]
+                _, first = np.unique(new, return_index=True)
+                new = new[np.sort(first)][: max(max_nodes - n, 0)]
+                local[new] = np.arange(n, n + new.size)
+                parts.append(new)
+                n += new.size
+                keep = local[v] >= 0
+                es.append(local[u[keep]])
+                ed.append(local[v[keep]])
+                et.append(t[keep])
+                done[frontier] = True
+                expanded.append(frontier)
+                frontier = new
+            nodes = np.concatenate(parts)
+        finally:
+            for arr in parts:
+                local[arr] = -1
+            for arr in expanded:
+                done[arr] = False
+            if held:
+                self._scratch_lock.release()
         if not es:
             z = np.zeros(0, dtype=np.int64)
             return nodes, z, z, z
-        sorter = np.argsort(nodes)
-        src, dst = np.concatenate(es), np.concatenate(ed)
-        loc_src = sorter[np.searchsorted(nodes, src, sorter=sorter)]
-        loc_dst = sorter[np.searchsorted(nodes, dst, sorter=sorter)]
-        return nodes, loc_src, loc_dst, np.concatenate(et)
+        return nodes, np.concatenate(es), np.concatenate(ed), np.concatenate(et)
+
+    def _scratch(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Node-indexed ``(local id or -1, expanded flag)`` arrays, all -1 / False on entry.
+
+        One pair is kept and reused (callers reset what they touched); a concurrent caller
+        gets a fresh pair rather than waiting.
+        """
+        if self._scratch_lock.acquire(blocking=False):
+            if self._local is None:
+                self._local = np.full(len(self.nodes), -1, dtype=np.int64)
+                self._done = np.zeros(len(self.nodes), dtype=bool)
+            assert self._done is not None
+            return self._local, self._done, True
+        return np.full(len(self.nodes), -1, np.int64), np.zeros(len(self.nodes), bool), False
+
+
+_COMPILED: weakref.WeakKeyDictionary[KnowledgeGraph, dict] = weakref.WeakKeyDictionary()
+_COMPILED_LOCK = threading.Lock()
+
+
+def compiled_graph(kg: KnowledgeGraph, relations: list[str] | None = None) -> CompiledGraph:
+    """A :class:`CompiledGraph` of ``kg``, shared while the graph is unchanged.
+
+    Training, prediction and the baseline each need one; building it walks every edge in
+    Python (about a second for 130k facts), so it is built once per graph version.
+    """
+    rels = relations if relations is not None else kg.relations()
+    key = tuple(rels)
+    with _COMPILED_LOCK:
+        per = _COMPILED.setdefault(kg, {})
+        cg = per.get(key)
+        if cg is not None and cg.version == kg._version:
+            return cg
+    cg = CompiledGraph(kg, list(rels))
+    with _COMPILED_LOCK:
+        per = _COMPILED.setdefault(kg, {})
+        if len(per) >= 4:  # a handful of relation vocabularies at most; drop the oldest
+            per.pop(next(iter(per)))
+        per[key] = cg
+    return cg
 
 
 def load_model(model_dir: Path):

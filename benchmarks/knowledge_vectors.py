@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     )
 
 
-def run_case(n: int, n_queries: int, single: int, hnsw: dict[str, int]) -> list[dict]:
+def run_case(n: int, n_queries: int, single: int, hnsw: dict[str, Any]) -> list[dict]:
     import faiss
 
     from knowledge.index import VectorIndex
@@ -80,27 +81,33 @@ def run_case(n: int, n_queries: int, single: int, hnsw: dict[str, int]) -> list[
 
     for kind in ("flat", "hnsw"):
         t0 = time.perf_counter()
-        idx = VectorIndex(DIM, kind, **(hnsw if kind == "hnsw" else {}))
+        opts = {"hnsw_m": hnsw["hnsw_m"], "ef_construction": hnsw["ef_construction"]}
+        idx = VectorIndex(DIM, kind, **(opts if kind == "hnsw" else {}))
         for s in range(0, n, 50_000):
             idx.add(ids[s : s + 50_000], x[s : s + 50_000])
         build = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        _, found = idx.search(q, K)
-        batch_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for i in range(single):
-            idx.search(q[i : i + 1], K)
-        single_s = (time.perf_counter() - t0) / single
         mem = faiss.serialize_index(idx._index).nbytes / 2**20
-        label = f"llmos {kind}" + (
-            " (M={hnsw_m}, efC={ef_construction}, efS={ef_search})".format(**hnsw)
-            if kind == "hnsw"
-            else ""
-        )
-        rows.append({"n": n, "method": label, "build_s": build, "qps_single": 1 / single_s,
-                     "qps_batch": n_queries / batch_s, "recall@10": recall(found, truth),
-                     "memory_mb": mem})  # fmt: skip
-        print(rows[-1], flush=True)
+        # One HNSW build, searched at each efSearch (the recall / speed trade-off, set at query
+        # time): ann-benchmarks style.
+        for ef in hnsw["ef_search"] if kind == "hnsw" else [0]:
+            if kind == "hnsw":
+                faiss.downcast_index(idx._index.index).hnsw.efSearch = ef
+            t0 = time.perf_counter()
+            _, found = idx.search(q, K)
+            batch_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for i in range(single):
+                idx.search(q[i : i + 1], K)
+            single_s = (time.perf_counter() - t0) / single
+            label = f"llmos {kind}" + (
+                f" (M={hnsw['hnsw_m']}, efC={hnsw['ef_construction']}, efS={ef})"
+                if kind == "hnsw"
+                else ""
+            )
+            rows.append({"n": n, "method": label, "build_s": build, "qps_single": 1 / single_s,
+                         "qps_batch": n_queries / batch_s, "recall@10": recall(found, truth),
+                         "memory_mb": mem})  # fmt: skip
+            print(rows[-1], flush=True)
         del idx
     return rows
 
@@ -112,7 +119,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, action="append", help="custom sizes (repeatable)")
     ap.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree")
     ap.add_argument("--ef-construction", type=int, default=80, help="HNSW build beam")
-    ap.add_argument("--ef-search", type=int, default=96, help="HNSW search beam")
+    ap.add_argument(
+        "--ef-search", default="96", help="HNSW search beam(s), comma-separated: one build, each"
+    )
     ap.add_argument("--skip-small", action="store_true", help="with --million: only the 1M case")
     ap.add_argument("--out", type=Path, default=None, help="results file (default by size)")
     args = ap.parse_args()
@@ -127,7 +136,7 @@ def main() -> None:
     rows = []
     for n in sizes:
         hnsw = {"hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction,
-                "ef_search": args.ef_search}  # fmt: skip
+                "ef_search": [int(e) for e in args.ef_search.split(",")]}  # fmt: skip
         rows += run_case(n, 200 if args.quick else 1000, 50 if args.quick else 200, hnsw)
     print("\n| vectors | method | build s | q/s single | q/s batched | recall@10 | memory MB |")
     print("|---|---|---|---|---|---|---|")

@@ -21,7 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from knowledge.fusion import best_sentences, guess_entities, has_pronoun, spec_key
+from knowledge.fusion import (
+    best_sentences,
+    elliptical_rest,
+    focus_terms,
+    grounded,
+    guess_entities,
+    has_pronoun,
+    is_fact_item,
+    spec_key,
+)
 from knowledge.graph import normalize
 
 if TYPE_CHECKING:
@@ -49,9 +58,22 @@ def answer_question(kb: KnowledgeBase, question: str, context: dict) -> Answer:
     ctx_entities = [str(e) for e in (context.get("entities") or []) if str(e).strip()]
     used: list[str] = []
     query = question
-    if ctx_entities and has_pronoun(question) and not own:
-        used = ctx_entities[:1]  # the topic of the last answer; more entities blur the query
-        query = " ".join(used) + " " + question
+    rest = elliptical_rest(question)
+    if ctx_entities and not own and (has_pronoun(question) or rest is not None):
+        # "how much does it cost?", "and the warranty?", "warranty?": about the topic of the
+        # last answer; more entities than that one blur the query
+        used = ctx_entities[:1]
+        query = f"{used[0]} {rest if rest is not None else question}"
+    elif (
+        ctx_entities
+        and own
+        and rest is not None
+        and context.get("last_question")
+        and not focus_terms(rest, " ".join(own))
+    ):
+        # "and the Brio grinder?" after "how much is the Lumo kettle?": the same question
+        # about the newly named subject (not so "and the Brio's weight?", which asks more)
+        query = _swap_subject(str(context["last_question"]), ctx_entities[0], own[0])
     data: dict[str, Any] = {"query": query, "entities": list(dict.fromkeys(own + used))}
     if kb.index.ntotal == 0 and reasoner is None:
         return Answer("", [], 0.0, False, "none", data)
@@ -87,7 +109,7 @@ def answer_question(kb: KnowledgeBase, question: str, context: dict) -> Answer:
     if mere_mention and not follow_up:
         # ... and so does a spec line ("Price: $69") of the entity's own document
         picks = _picks(kb, cands, qvec, query, subjects)
-        spec = _spec_pick(picks, faq_score, faq_answer)
+        spec = _spec_pick(kb, picks, faq_score, faq_answer, query, subjects)
         if spec is not None:
             return _passage_answer(spec, data, th)
     if faq is not None and faq["score"] >= th.faq and not follow_up:
@@ -107,7 +129,7 @@ def answer_question(kb: KnowledgeBase, question: str, context: dict) -> Answer:
         picks = _picks(kb, cands, qvec, query, subjects)
     if picks:
         best = max(picks, key=lambda p: p[0])
-        if best[3] >= th.sentence:
+        if best[3] >= th.sentence and _about_it(kb, best, query, subjects, picks):
             return _passage_answer(best, data, th)
     if faq is not None and faq["score"] >= th.faq_weak:
         cit = _passage(faq).citation
@@ -149,18 +171,55 @@ def _picks(kb: KnowledgeBase, cands: list[dict], qvec: Any, query: str,
     return out
 
 
-def _spec_pick(picks: list[Pick], faq_score: float, faq_answer: str) -> Pick | None:
+def _spec_pick(
+    kb: KnowledgeBase,
+    picks: list[Pick],
+    faq_score: float,
+    faq_answer: str,
+    question: str,
+    subjects: list[str],
+) -> Pick | None:
     """A spec line that answers the question surely, unless the FAQ answer states it too."""
     if not picks:
         return None
     best = max(picks, key=lambda p: p[0])
     _, a, b, s, cand = best
     line = cand["text"][a:b]
-    key = spec_key(line)
-    if key is None or s < _SPEC_SURE or cand["score"] < faq_score - 0.1:
+    if not is_fact_item(cand["text"], a, b) or s < _SPEC_SURE or cand["score"] < faq_score - 0.1:
         return None
-    value = line.split(":", 1)[1]
+    if not _about_it(kb, best, question, subjects, picks):
+        return None
+    value = line.split(":", 1)[1] if spec_key(line) is not None else line
     return None if _states(faq_answer, value) else best
+
+
+def _about_it(
+    kb: KnowledgeBase, pick: Pick, question: str, subjects: list[str], picks: list[Pick]
+) -> bool:
+    """Is a picked spec line about what the question asks? "Keep-warm: 30 minutes" is not an
+    answer to "how long does the kettle take to boil?", however close "how long" and "30
+    minutes" are, nor is a line of another product's document when the asked-about product
+    has one of its own: better no answer (and a person) than a wrong figure. Prose is not
+    judged."""
+    _, a, b, _, cand = pick
+    if not is_fact_item(cand["text"], a, b):
+        return True
+    subject = _subject(kb, cand, subjects)
+    if not subject and any(_subject(kb, p[4], subjects) for p in picks):
+        return False
+    # only the document's own subject is taken out: "Queen" in "how much is a queen size
+    # Nimbus duvet?" is a node of the graph, and what the price line must mention
+    return grounded(cand["text"][a:b], focus_terms(question, subject))
+
+
+def _swap_subject(question: str, old: str, new: str) -> str:
+    """``question`` about ``new`` instead of ``old`` ("how much is the Lumo kettle?" ->
+    "how much is the Brio Grinder?"); ``new`` is put in front when ``old`` is not named."""
+    words = [re.escape(w) for w in old.split()]
+    pattern = re.compile(r"\b" + r"\W+".join(words) + r"\b", re.I) if words else None
+    if pattern is not None and pattern.search(question):
+        return pattern.sub(lambda _m: new, question, count=1)
+    return f"{new} {question}"
 
 
 def _passage_answer(pick: Pick, data: dict[str, Any], th: Any) -> Answer:
@@ -207,7 +266,9 @@ def _supporting_passages(kb: KnowledgeBase, cands: list[dict], graph: Any) -> li
 
     topic = graph.path[:1] if len(graph.path) == 3 else []
     out = []
-    for cand in [c for c in cands if c["kind"] == "passage"][:_PICK_PASSAGES]:
+    # every retrieved passage, not only the best few: "warranty" ranks the warranty policy
+    # above the spec line of the product's own document, which is the one to cite
+    for cand in [c for c in cands if c["kind"] == "passage"]:
         if topic and _states(cand["text"], graph.entity) and _subject(kb, cand, topic):
             out.append(_passage(cand).citation)
             break

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from knowledge.documents import split_sentences
+from knowledge.graph import relation_key, relation_phrase
+from knowledge.lexical import tokenize
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,29 @@ def has_pronoun(text: str) -> bool:
     return bool(_PRONOUN.search(text))
 
 
+# "and the warranty?", "what about the weight?", "how about the Brio grinder?"
+_ELLIPSIS_LEAD = re.compile(r"\s*(?:(?:and\s+)?(?:what|how)\s+about|and)\b", re.I)
+_NOT_TOPIC = _QWORDS | {"yes", "no", "yeah", "nope", "bye", "great", "cool", "thank", "you"}
+_ASKS = {"what", "who", "where", "when", "why", "how", "which", "is", "are", "does", "do",
+         "did", "can", "could", "should", "would", "will"}  # fmt: skip
+
+
+def elliptical_rest(text: str) -> str | None:
+    """What an elliptical follow-up asks about ("and the warranty?" -> "the warranty"), or
+    None when ``text`` is a question of its own. Elliptical: a short phrase after "and" /
+    "what about" / "how about", or a bare phrase of one or two words ("warranty?"). Such a
+    question names no subject; the previous turn's subject is meant."""
+    m = _ELLIPSIS_LEAD.match(text)
+    rest = text[m.end() :] if m else text
+    words = re.findall(r"[^\W_]+", rest.lower())
+    if not [w for w in words if w not in _NOT_TOPIC]:
+        return None
+    if m is not None:
+        # "and how long does delivery take?" is a new question, not an ellipsis
+        return None if len(words) > 4 or words[0] in _ASKS else rest.strip(" ?.!,")
+    return rest.strip(" ?.!,") if len(words) <= 2 else None
+
+
 def guess_entities(text: str) -> list[str]:
     """Capitalised names in ``text`` ("Lumo Kettle", "Juniper Labs"), a graph-free fallback."""
     out: list[str] = []
@@ -112,13 +137,14 @@ def best_sentences(
     *about* the product over the one that states its price). The best sentence, plus its
     neighbour when that scores nearly as well. Returns the span and the best score.
 
-    Spec lines ("**Price: $69** · **Warranty: 2 years**", "- Weight: 1.1 kg") are answers of
-    their own, one item each. ``subject`` names what the passage's document is about ("Lumo
-    Kettle"): a spec line never repeats it, so it is read as "Lumo Kettle: Price: $69";
-    otherwise it could not compete with prose that names the product but states no figure.
+    Spec lines ("**Price: $69** · **Warranty: 2 years**", "- Weight: 1.1 kg", "- Boils 1 litre
+    in about 4 minutes") are answers of their own, one item each. ``subject`` names what the
+    passage's document is about ("Lumo Kettle"): a spec line never repeats it, so it is read
+    as "Lumo Kettle: Price: $69"; otherwise it could not compete with prose that names the
+    product but states no figure. That reading is granted only to a line about what is asked:
+    when the question names an attribute beyond its subject ("... take to *boil*?"), a line
+    that does not mention it ("Keep-warm: 30 minutes") competes as itself (:func:`grounded`).
     """
-    from knowledge.lexical import tokenize
-
     items = [(a, b, spec) for a, b, spec in _answer_items(text) if spec or _is_content(text[a:b])]
     # Headings and fragments name a topic; they do not answer anything.
     items = items or [(a, b, False) for a, b, _ in _answer_items(text)]
@@ -126,14 +152,24 @@ def best_sentences(
         return 0, len(text), 0.0
     spans = [(a, b) for a, b, _ in items]
     specs = [spec for _, _, spec in items]
-    texts = [
-        f"{subject}: {_plain(text[a:b])}" if spec and subject else text[a:b] for a, b, spec in items
-    ]
+    focus = focus_terms(question, subject)
+    # the subject is what the whole document is about: each of its lines is read with it
+    subject_terms = set(tokenize(subject)) if subject else set()
+    texts, terms = [], []
+    for a, b, spec in items:
+        line = text[a:b]
+        own = set(tokenize(line))
+        if spec and subject and not (focus and not grounded(line, focus)):
+            texts.append(f"{subject}: {_plain(line)}")
+            terms.append(own | subject_terms)
+        else:
+            texts.append(line)
+            terms.append(own if spec else own | subject_terms)
     vecs = encode(texts)
     scores = vecs @ question_vec
     q_terms = set(tokenize(question))
     if q_terms:
-        overlap = [len(q_terms & set(tokenize(t))) / len(q_terms) for t in texts]
+        overlap = [len(q_terms & t) / len(q_terms) for t in terms]
         scores = scores + 0.15 * np.asarray(overlap, dtype=np.float32)
     if _WANTS_NUMBER.search(question):
         # "how much / how long / what time" is answered by a sentence that states a figure
@@ -149,6 +185,42 @@ def best_sentences(
             j = max(near, key=lambda j: scores[j])
             a, b = min(a, spans[j][0]), max(b, spans[j][1])
     return a, b, float(scores[i])
+
+
+#: Words that say how something is asked, not what about: "how long does it *take*".
+_ASKING = frozenset(tokenize(
+    "much many long take get come need use should tell know want like please about any also "
+    "just one kind sort"
+))  # fmt: skip
+_HOW = re.compile(r"\bhow\s+([^\W\d_]+)", re.I)
+
+
+def focus_terms(question: str, subject: str = "") -> set[str]:
+    """The question's own content terms: what it asks about beyond its subject and the way it
+    asks ("how long does the Lumo kettle take to boil?" -> {"boil"}); empty for "how much is
+    the Lumo kettle?", whose attribute lies in "how much" alone."""
+    terms = set(tokenize(question)) - _ASKING
+    terms -= set(tokenize(subject))
+    terms -= set(tokenize(" ".join(_HOW.findall(question))))  # "how heavy", "how big"
+    return terms
+
+
+def grounded(line: str, focus: set[str]) -> bool:
+    """Does a spec line speak of one of the question's ``focus`` terms, in its own words or in
+    the usual phrasing of its key ("Price" -> "how much it costs")? A line that does not
+    ("Keep-warm: 30 minutes" for "... take to boil?") answers a different question."""
+    if not focus:
+        return True
+    words = set(tokenize(_plain(line)))
+    key = spec_key(line)
+    if key is not None:
+        words |= set(tokenize(relation_phrase(relation_key(key))))
+    return bool(focus & words)
+
+
+def is_fact_item(text: str, start: int, end: int) -> bool:
+    """Is ``text[start:end]`` a spec line of its own (see :func:`answer_spans`)?"""
+    return any((a, b) == (start, end) and spec for a, b, spec in _answer_items(text))
 
 
 _WANTS_NUMBER = re.compile(
@@ -179,16 +251,26 @@ def answer_spans(text: str) -> list[tuple[int, int]]:
 def _answer_items(text: str) -> list[tuple[int, int, bool]]:
     """``(start, end, is_spec)``: spans as in :func:`answer_spans`; ``is_spec`` marks a
     ``Key: value`` line standing on its own (a list item, a line, an item of a ``·`` list),
-    not a short sentence inside a paragraph ("Showroom phone: +1-555-0142." in prose)."""
+    not a short sentence inside a paragraph ("Showroom phone: +1-555-0142." in prose), and a
+    short list item that states a figure ("- Boils 1 litre in about 4 minutes")."""
     out: list[tuple[int, int, bool]] = []
     for a, b in split_sentences(text):
         parts = _items(text, a, b)
         own_line = len(parts) > 1 or _whole_line(text, a, b)
+        bullet = len(parts) == 1 and _BULLET.match(text, text.rfind("\n", 0, a) + 1) is not None
         for a2, b2 in parts:
             a2, b2 = _trim(text, a2, b2)
             if b2 > a2:
-                out.append((a2, b2, own_line and spec_key(text[a2:b2]) is not None))
+                line = text[a2:b2]
+                fact = spec_key(line) is not None or (
+                    bullet and len(line.split()) <= _FACT_WORDS and bool(_FIGURE.search(line))
+                )
+                out.append((a2, b2, own_line and fact))
     return out
+
+
+#: A list item this short that states a figure is a spec line without a key.
+_FACT_WORDS = 12
 
 
 def _whole_line(text: str, a: int, b: int) -> bool:

@@ -494,6 +494,8 @@ class KnowledgeGraph:
                 for key, c in best:
                     if c < 0.4 * len(grams):
                         continue
+                    if abs(len(key) - len(gram)) > max(1, len(key) // 5):
+                        continue  # a typo keeps the length; "long" is not "oolong"
                     ratio = difflib.SequenceMatcher(None, gram, key).ratio()
                     if ratio >= 0.8:
                         node = self._alias[key]

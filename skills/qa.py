@@ -111,7 +111,9 @@ class QASkill(Skill):
         yield ans.text
         new_memory = {
             "entities": list(ans.data.get("entities", [])) or memory.get("entities", []),
-            "last_question": question,
+            # the question as resolved ("Lumo Kettle the warranty"), so that "and the Brio
+            # grinder?" next can ask it again about the grinder
+            "last_question": str(ans.data.get("query") or question),
             "shown": [_key(c) for c in ans.citations],
         }
         data: dict[str, Any] = {"found": True, "kind": ans.kind, "memory": new_memory}

@@ -4,6 +4,11 @@
 line), not a FAQ entry that merely names the kettle; "how much does it cost?" after a
 question about the kettle must ask about the kettle, not about delivery; and Markdown spec
 lines ("**Price: $69**", "- Weight: 1.1 kg") are answers of their own.
+
+Follow-ups without a pronoun ("and the warranty?", "warranty?") ask about the last answer's
+subject too, unless they name their own ("and the Brio grinder?": the same question about
+the grinder). A spec line answers only a question about what it states: "how long does the
+kettle take to boil?" is not answered by "Keep-warm: 30 minutes".
 """
 
 from __future__ import annotations
@@ -14,7 +19,14 @@ from pathlib import Path
 import pytest
 
 from knowledge.base import KnowledgeBase
-from knowledge.fusion import answer_spans, best_sentences, spec_key
+from knowledge.fusion import (
+    answer_spans,
+    best_sentences,
+    elliptical_rest,
+    focus_terms,
+    grounded,
+    spec_key,
+)
 from knowledge.graph import KnowledgeGraph
 
 SPEC_DOC = """# Lumo Kettle
@@ -160,3 +172,128 @@ def test_demo_follow_up_cost_resolves_it_to_the_product(demo_bot) -> None:
     second = demo_bot.chat("how much does it cost?", session_id=sid)
     assert second.skill == "qa" and second.text == "$69", second
     assert not any("delivery" in s.title.lower() for s in second.sources)
+
+
+# -- follow-ups without a pronoun --------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "rest"),
+    [
+        ("and the warranty?", "the warranty"),
+        ("what about the warranty?", "the warranty"),
+        ("And what about the colours?", "the colours"),
+        ("how about the Brio grinder?", "the Brio grinder"),
+        ("warranty?", "warranty"),
+        ("the weight?", "the weight"),
+        ("and how long does delivery take?", None),  # a question of its own after "and"
+        ("what is your refund policy?", None),
+        ("where is the showroom", None),
+        ("ok thanks!", None),
+        ("android?", "android"),  # a bare word, not "and" + "roid"
+    ],
+)
+def test_elliptical_rest(text: str, rest: str | None) -> None:
+    assert elliptical_rest(text) == rest
+
+
+def test_focus_terms_leave_out_the_subject_and_the_way_of_asking() -> None:
+    assert focus_terms("how long does the Lumo kettle take to boil?", "Lumo Kettle") == {"boil"}
+    assert focus_terms("how much is the Lumo kettle?", "Lumo Kettle") == set()
+    assert focus_terms("how heavy is the Lumo kettle", "Lumo Kettle") == set()
+    assert focus_terms("how much is a queen size Nimbus duvet", "Nimbus Duvet") == {"queen", "size"}
+
+
+def test_grounded_spec_lines() -> None:
+    boil = focus_terms("how long does the Lumo kettle take to boil?", "Lumo Kettle")
+    assert grounded("Boils 1 litre in about 4 minutes", boil)
+    assert not grounded("Keep-warm: 30 minutes at the selected temperature", boil)
+    # the key's usual phrasing counts: "Capacity" is "how much it holds"
+    water = focus_terms("how much water does the Lumo kettle hold", "Lumo Kettle")
+    assert grounded("- Capacity: 1.7 litres", water)
+    assert not grounded("- Weight: 1.1 kg", water)
+    assert grounded("Price: $69", set())  # nothing beyond "how much": any line may answer
+
+
+def test_elliptical_follow_ups_ask_about_the_last_subject(spec_kb: KnowledgeBase) -> None:
+    ctx = {"entities": ["Lumo Kettle"], "last_question": "how much is the Lumo kettle?"}
+    for text, want in [("and the weight?", "Weight: 1.1 kg"), ("warranty?", "Warranty: 2 years")]:
+        a = spec_kb.answer(text, context=ctx)
+        assert a.data["query"].startswith("Lumo Kettle"), a.data
+        assert a.found and a.text == want, (text, a)
+    # a question of its own is not bent towards the kettle
+    a = spec_kb.answer("and how much does delivery cost?", context=ctx)
+    assert not a.data["query"].startswith("Lumo Kettle")
+    assert a.found and "$5.95" in a.text, a
+
+
+KETTLES = {
+    "product-lumo-kettle.md": SPEC_DOC + "- Keep-warm: 30 minutes at the selected temperature\n",
+    # the same kind of product with no boil time in its document
+    "product-aster-kettle.md": """# Aster Kettle
+
+**Price: $49** · **Warranty: 1 year** · **Brand: Aster**
+
+The Aster Kettle is our simplest kettle: one button, one light, a steel body.
+
+## Specifications
+
+- Capacity: 1.5 litres
+- Keep-warm: 20 minutes
+- Weight: 0.9 kg
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def kettle_kb(embedder, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("kettle_content")
+    for name, text in KETTLES.items():
+        (root / name).write_text(text)
+    kb = KnowledgeBase.open(tmp_path_factory.mktemp("kettle_store"), embedder)
+    assert not kb.ingest([root]).errors
+    yield kb
+    kb.close()
+
+
+def test_how_long_is_answered_by_the_line_about_it(kettle_kb: KnowledgeBase) -> None:
+    a = kettle_kb.answer("how long does the Lumo kettle take to boil?")
+    assert a.found and a.text == "Boils 1 litre in about 4 minutes", a
+    assert a.citations[0].title == "product-lumo-kettle.md"
+    a = kettle_kb.answer("how long does the Lumo kettle keep the water warm?")
+    assert a.found and "30 minutes" in a.text, a
+
+
+def test_a_missing_fact_is_not_answered_with_another_spec_line(kettle_kb: KnowledgeBase) -> None:
+    a = kettle_kb.answer("how long does the Aster kettle take to boil?")
+    # "Keep-warm: 20 minutes" is a duration, not the boil time; neither is the Lumo's
+    assert "minutes" not in a.text, a
+
+
+# -- the demo assistant: follow-ups without a pronoun ----------------------------------------
+def test_demo_elliptical_follow_ups_keep_the_subject(demo_bot) -> None:
+    sid = demo_bot.new_session()
+    assert demo_bot.chat("how much is the Lumo kettle?", session_id=sid).text == "$69"
+    r = demo_bot.chat("and the warranty?", session_id=sid)
+    assert r.skill == "qa" and "2 years" in r.text, r
+    assert "product-lumo-kettle.md" in {s.title for s in r.sources}, r.sources
+    r = demo_bot.chat("and the weight?", session_id=sid)
+    assert r.skill == "qa" and "1.1 kg" in r.text, r
+    # a follow-up that names its own subject asks the same about it
+    r = demo_bot.chat("and the Brio grinder?", session_id=sid)
+    assert r.skill == "qa" and "2.4 kg" in r.text, r
+    # a question of its own is not bent towards the last product
+    r = demo_bot.chat("what is your refund policy?", session_id=sid)
+    assert "45 days" in r.text and "Brio" not in r.text, r
+
+
+@pytest.mark.parametrize("follow_up", ["what about the warranty?", "warranty?"])
+def test_demo_bare_follow_up_answers_the_kettles_warranty(demo_bot, follow_up: str) -> None:
+    sid = demo_bot.new_session()
+    assert demo_bot.chat("how much is the Lumo kettle?", session_id=sid).text == "$69"
+    r = demo_bot.chat(follow_up, session_id=sid)
+    assert r.skill == "qa" and r.text == "2 years", r
+    assert "product-lumo-kettle.md" in {s.title for s in r.sources}, r.sources
+
+
+def test_demo_boil_time_is_not_the_keep_warm_line(demo_bot) -> None:
+    r = demo_bot.chat("how long does the Lumo kettle take to boil?")
+    assert r.skill == "qa" and "4 minutes" in r.text and "Keep-warm" not in r.text, r

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,19 @@ def run_on_small_fs(scenario: str, size: str = "4m", timeout: float = 240) -> di
         return result
     finally:
         shutil.rmtree(mnt, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fault() -> Iterator[Any]:
+    """The SQLite fault-injecting VFS (``_faultvfs``), installed as the default for one test
+    module; skipped where the stdlib ``sqlite3`` cannot be reached through ctypes."""
+    from tests.reliability._faultvfs import FaultVfsUnavailable, install
+
+    try:
+        f = install()
+    except FaultVfsUnavailable as exc:
+        pytest.skip(str(exc))
+    yield f
+    f.disarm()
+    f.set_root(None)
+    f.restore_default()  # later tests' connections use the plain default VFS again

@@ -45,7 +45,7 @@ from assistant import sessions as sessions_mod
 from assistant import sqlite_tx
 from assistant.errors import SessionError
 from assistant.sessions import SessionStore, StorageFullError
-from tests.reliability._faultvfs import FaultVFS, FaultVfsUnavailable, install
+from tests.reliability._faultvfs import FaultVFS
 
 REPO = Path(__file__).resolve().parents[2]
 N_CAP = 200
@@ -53,18 +53,6 @@ T_BUILD, T_OP, T_AFTER = 1_000_000.0, 2_000_000.0, 3_000_000.0
 
 
 # -- fixtures ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def fault() -> Iterator[FaultVFS]:
-    try:
-        f = install()
-    except FaultVfsUnavailable as exc:
-        pytest.skip(str(exc))
-    yield f
-    f.disarm()
-    f.set_root(None)
-    f.restore_default()  # later tests' connections use the plain default VFS again
-
-
 class _Clock:
     """``time`` with a settable ``time()``: the rows written in one phase carry one timestamp."""
 

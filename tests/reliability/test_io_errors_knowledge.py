@@ -47,7 +47,7 @@ import pytest
 from knowledge.base import IngestReport, KnowledgeBase
 from knowledge.errors import KnowledgeError
 from tests.reliability import _osfaults
-from tests.reliability._faultvfs import FaultVFS, FaultVfsUnavailable, install
+from tests.reliability._faultvfs import FaultVFS
 
 N_CAP = 400
 EDGE = 8  # sampled sweeps still try every N of the first and last EDGE calls
@@ -67,18 +67,6 @@ OLD = {"hours.md": "# Opening hours\n\nThe Lyon shop opens at nine and closes at
 
 
 # -- fixtures ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def fault() -> Iterator[FaultVFS]:
-    try:
-        f = install()
-    except FaultVfsUnavailable as exc:
-        pytest.skip(str(exc))
-    yield f
-    f.disarm()
-    f.set_root(None)
-    f.restore_default()
-
-
 class CachedEmbedder:
     """The real MiniLM encoder, memoised per text: each N embeds the same texts again, and
     the vectors must be identical for the generations to be comparable byte for byte."""

@@ -100,7 +100,6 @@ async def soak(
     all_chat: list[float] = []
     all_read: list[float] = []
     errors_total = 0
-    in_flight = 0
     conv_no = 0
     headers = {"X-API-Key": key}
     limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=64)
@@ -172,8 +171,7 @@ async def soak(
             now = time.perf_counter()
             if now >= next_start:
                 next_start += rng.expovariate(conv_rate)
-                in_flight = len(pending)
-                if in_flight >= MAX_IN_FLIGHT:
+                if len(pending) >= MAX_IN_FLIGHT:
                     w_ref[0].dropped += 1
                 else:
                     conv_no += 1

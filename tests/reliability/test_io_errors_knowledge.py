@@ -262,6 +262,13 @@ class LoopReport:
             f"errors seen: {self.errors}"
         )
 
+    def sweep_done(self, n: int, fired: int, msgs: list[str]) -> bool:
+        """The sweep ends at the first N the operation completes without meeting the fault;
+        an error there is a failure with no fault to blame."""
+        if fired == 0 and msgs:
+            self.problems.append(f"N={n}: failed with no fault injected: {msgs}")
+        return fired == 0
+
     def assert_clean(self) -> None:
         assert self.problems == [], "\n".join([self.line(), *self.problems[:20]])
         assert self.failed_at, f"the fault never reached the caller: {self.line()}"
@@ -396,9 +403,7 @@ def run_kb_loop(
             if doc_states(re_kb) != after:
                 rep.problems.append(f"N={n}: re-open after the retry differs from a clean run")
         shutil.rmtree(d)
-        if fired == 0:
-            if msgs:
-                rep.problems.append(f"N={n}: failed with no fault injected: {msgs}")
+        if rep.sweep_done(n, fired, msgs):
             break
     else:
         rep.problems.append(f"still meeting the fault at N={rep.last_n}")
@@ -450,9 +455,7 @@ def sweep(
             rep.failed_at.append(n)
         elif fired:
             rep.silent_at.append(n)
-        if fired == 0:
-            if msgs:
-                rep.problems.append(f"N={n}: failed with no fault injected: {msgs}")
+        if rep.sweep_done(n, fired, msgs):
             break
     else:
         rep.problems.append(f"still meeting the fault at N={rep.last_n}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 import threading
 from pathlib import Path
 
@@ -126,3 +128,58 @@ def test_bm25_ranks_rare_terms_and_removes() -> None:
     assert bm.search("coffee", 3) == []
     assert len(bm) == 2
     assert tokenize("The Refunds!") == ["refund"]
+
+
+def _bm25_reference(docs: dict[int, str], query: str, k1: float = 1.2, b: float = 0.75):
+    """BM25 by the textbook formula, one document at a time."""
+    toks = {i: tokenize(t) for i, t in docs.items()}
+    n, avg = len(toks), sum(map(len, toks.values())) / len(toks)
+    out = {}
+    for i, ts in toks.items():
+        s = 0.0
+        for q in set(tokenize(query)):
+            df = sum(q in t for t in toks.values())
+            tf = ts.count(q)
+            if tf:
+                idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+                s += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(ts) / avg))
+        if s:
+            out[i] = s
+    return out
+
+
+@pytest.mark.parametrize("id_scale", [1, 10_000_019])  # compact rowids, then sparse ones
+def test_bm25_vectorised_search_equals_the_formula(id_scale: int) -> None:
+    rng = random.Random(3)
+    words = [
+        "kettle",
+        "grinder",
+        "refund",
+        "parcel",
+        "coffee",
+        "water",
+        "filter",
+        "lid",
+        "box",
+        "steel",
+        "delivery",
+    ]
+    docs = {i * id_scale: " ".join(rng.choices(words, k=rng.randint(1, 12))) for i in range(1, 300)}
+    bm = BM25()
+    bm.add(docs.items())
+    # Changes after the first search must invalidate the packed postings.
+    bm.search("kettle refund", 5)
+    gone = [i * id_scale for i in range(1, 300, 7)]
+    bm.remove(gone)
+    for i in gone:
+        docs.pop(i)
+    docs[5 * id_scale] = "coffee coffee grinder"
+    bm.add([(5 * id_scale, docs[5 * id_scale])])
+    for query in ["kettle refund", "coffee", "steel lid box water", "nothing matches"]:
+        ref = _bm25_reference(docs, query)
+        got = bm.search(query, 10)
+        want = sorted(ref.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        assert [i for i, _ in got] == [i for i, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want])
+        some = [i for i, _ in want[:3]] + [next(iter(docs))]
+        assert bm.score(query, some) == pytest.approx({i: ref.get(i, 0.0) for i in some})

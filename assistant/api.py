@@ -376,7 +376,9 @@ class Assistant:
             from knowledge.base import KnowledgeBase
         except ImportError:
             return
-        kb = KnowledgeBase.open(self.project.knowledge_store, self.embedder)
+        kb = KnowledgeBase.open(
+            self.project.knowledge_store, self.embedder, **self.config.knowledge.index_options()
+        )
         self.knowledge = kb
         self.services.knowledge = kb
         if self.config.knowledge.auto_ingest:

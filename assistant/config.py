@@ -7,7 +7,7 @@ Input should be a valid number``) because a user fixing a YAML file needs exactl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -65,6 +65,23 @@ class KnowledgeConfig(_Strict):
     sources: list[str] = Field(default_factory=lambda: ["knowledge"])
     """Folders (relative to the project) ingested automatically when the assistant starts."""
     auto_ingest: bool = True
+    index: Literal["auto", "flat", "hnsw"] = "auto"
+    """Vector index: exact ("flat") below ``hnsw_threshold`` chunks, HNSW above ("auto")."""
+    hnsw_threshold: int = Field(20_000, ge=1)
+    ef_search: int | Literal["auto"] = "auto"
+    """HNSW search beam: wider finds more true neighbours, slower; "auto" widens with size."""
+
+    @field_validator("ef_search")
+    @classmethod
+    def _ef_range(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 65_536:
+            raise ValueError("must be between 1 and 65536, or auto")
+        return v
+
+    def index_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``KnowledgeBase.open``."""
+        ef = None if self.ef_search == "auto" else self.ef_search
+        return {"index_kind": self.index, "hnsw_threshold": self.hnsw_threshold, "ef_search": ef}
 
 
 class LMConfig(_Strict):

@@ -17,6 +17,8 @@ router:
   clarify_margin: 0.10
 knowledge:
   sources: [knowledge]         # folders ingested automatically at start-up
+  index: auto                  # flat (exact) or hnsw; auto switches to HNSW at 20,000 chunks
+  ef_search: auto              # HNSW search beam; auto widens it as the index grows
 skills:
   disabled: []                 # e.g. [translate]
 """

@@ -102,6 +102,7 @@ class KnowledgeBase:
         index_kind: str = "auto",
         max_bytes: int = MAX_BYTES,
         hnsw_threshold: int = HNSW_THRESHOLD,
+        ef_search: int | None = None,
     ) -> None:
         from knowledge.fusion import DEFAULT_THRESHOLDS, DEFAULT_WEIGHTS
 
@@ -112,6 +113,7 @@ class KnowledgeBase:
         self.index_kind = index_kind
         self.max_bytes = max_bytes
         self.hnsw_threshold = hnsw_threshold
+        self.ef_search = ef_search
         self.weights = DEFAULT_WEIGHTS
         self.thresholds = DEFAULT_THRESHOLDS
         self.rebuilt: str | None = None  # why the index was rebuilt on open, if it was
@@ -148,7 +150,7 @@ class KnowledgeBase:
             reason = None if count == 0 else "no index recorded"
         else:
             try:
-                index = VectorIndex.load(self.index_path, meta["sha256"])
+                index = VectorIndex.load(self.index_path, meta["sha256"], ef_search=self.ef_search)
                 if index.id_checksum() != (count, checksum):
                     reason = f"index holds {index.ntotal} vectors, store {count}"
                 elif index.kind != want:
@@ -158,13 +160,13 @@ class KnowledgeBase:
             except StoreError as exc:
                 reason = str(exc)
         if reason is None:
-            return VectorIndex(self.dim, want)
+            return VectorIndex(self.dim, want, ef_search=self.ef_search)
         LOG.warning("rebuilding the vector index: %s", reason)
         self.rebuilt = reason
         return self._rebuild(want)
 
     def _rebuild(self, kind: str) -> VectorIndex:
-        index = VectorIndex(self.dim, kind)
+        index = VectorIndex(self.dim, kind, ef_search=self.ef_search)
         for ids, vecs in self.store.iter_vectors():
             index.add(ids, vecs)
         self._save_index(index)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -26,21 +27,27 @@ def _embedder(store: Path):
 @contextmanager
 def _open_kb(
     project: str | None,
-    index_kind: str = "auto",
+    index_kind: str | None = None,
     max_mb: float | None = None,
     *,
     sources: bool = False,
 ):
+    from assistant.config import load_config
     from assistant.project import resolve_project
     from knowledge.base import KnowledgeBase
     from knowledge.errors import KnowledgeError
 
     proj = resolve_project(project)
     store = proj.knowledge_store
-    kwargs = {} if max_mb is None else {"max_bytes": int(max_mb * 1024 * 1024)}
+    # llmos.yaml's index settings, so the CLI and the chat open the same index; --index wins.
+    kwargs: dict[str, Any] = load_config(proj.config_file).knowledge.index_options()
+    if index_kind is not None:
+        kwargs["index_kind"] = index_kind
+    if max_mb is not None:
+        kwargs["max_bytes"] = int(max_mb * 1024 * 1024)
     try:
         emb = _embedder(store)
-        kb = KnowledgeBase.open(store, emb, index_kind=index_kind, **kwargs)
+        kb = KnowledgeBase.open(store, emb, **kwargs)
     except KnowledgeError as exc:
         raise LlmosError(str(exc)) from exc
     try:
@@ -80,7 +87,9 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
             False, "--sync", help="Also drop stored documents whose files are gone."
         ),
         max_mb: float = typer.Option(50.0, "--max-mb", help="Skip files larger than this many MB."),
-        index_kind: str = typer.Option("auto", "--index", help="Vector index: auto, flat or hnsw."),
+        index_kind: str | None = typer.Option(
+            None, "--index", help="Vector index: auto, flat or hnsw (default: llmos.yaml's)."
+        ),
     ) -> None:
         """Add documents, FAQ files and triples to the knowledge base (incremental)."""
         with _open_kb(project, index_kind, max_mb) as (proj, kb):

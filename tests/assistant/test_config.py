@@ -85,3 +85,19 @@ def test_demo_config_is_valid():
     intents = load_intents(DEMO_ROOT / "intents.yaml")
     assert cfg.name
     assert len(intents) >= 10
+
+
+def test_knowledge_index_settings(tmp_path):
+    cfg = load_config(
+        write(tmp_path, "llmos.yaml", "knowledge:\n  index: hnsw\n  ef_search: 200\n")
+    )
+    assert cfg.knowledge.index_options() == {
+        "index_kind": "hnsw",
+        "hnsw_threshold": 20_000,
+        "ef_search": 200,
+    }
+    assert BotConfig().knowledge.index_options()["ef_search"] is None  # "auto"
+    with pytest.raises(ConfigError, match=r"line 2: knowledge\.index"):
+        load_config(write(tmp_path, "llmos.yaml", "knowledge:\n  index: ivf\n"))
+    with pytest.raises(ConfigError, match=r"line 2: knowledge\.ef_search"):
+        load_config(write(tmp_path, "llmos.yaml", "knowledge:\n  ef_search: 0\n"))

@@ -183,3 +183,26 @@ def test_bm25_vectorised_search_equals_the_formula(id_scale: int) -> None:
         assert [s for _, s in got] == pytest.approx([s for _, s in want])
         some = [i for i, _ in want[:3]] + [next(iter(docs))]
         assert bm.score(query, some) == pytest.approx({i: ref.get(i, 0.0) for i in some})
+
+
+def test_ef_search_follows_the_size_unless_fixed() -> None:
+    import faiss
+
+    from knowledge.index import auto_ef_search
+
+    assert auto_ef_search(100_000) == 96
+    assert auto_ef_search(300_000) > 96
+    assert auto_ef_search(1_000_000) >= 512  # measured: recall@10 0.957 at 1M needs 512
+
+    def beam(ix: VectorIndex) -> int:
+        return faiss.downcast_index(ix._index.index).hnsw.efSearch
+
+    auto = VectorIndex(32, "hnsw")
+    auto.add(np.arange(50), _unit(50))
+    assert auto.ef_search == beam(auto) == auto_ef_search(50)
+    fixed = VectorIndex(32, "hnsw", ef_search=300)
+    fixed.add(np.arange(50), _unit(50))
+    assert fixed.ef_search == beam(fixed) == 300
+    assert VectorIndex(32, "flat").ef_search is None
+    with pytest.raises(StoreError, match="ef_search"):
+        VectorIndex(32, "hnsw", ef_search=0)

@@ -82,3 +82,29 @@ def test_source_accuracy_matches_file_names_and_stems():
     assert _cites([faq], "faq") and _cites([faq], "faq.csv")
     assert _cites([doc], "warranty.md") and _cites([doc], "warranty")
     assert not _cites([faq, doc], "refund-policy.md")
+
+
+def test_ingest_uses_the_index_settings_of_llmos_yaml(cli, project_dir: Path) -> None:
+    """The chat opens the store with llmos.yaml's settings; `llmos ingest` must build the same
+    index, or the next start would throw it away and rebuild it."""
+    from assistant.config import load_config
+    from knowledge.base import KnowledgeBase
+
+    cfg = project_dir / "llmos.yaml"
+    cfg.write_text(cfg.read_text().replace("index: auto", "index: hnsw"))
+    make_corpus(project_dir / "knowledge" / "extra")
+    assert runner.invoke(cli, ["ingest", "--project", str(project_dir)]).exit_code == 0
+    store = project_dir / "data" / "knowledge"
+    options = load_config(cfg).knowledge.index_options()
+    kb = KnowledgeBase.open(store, FakeEmbedder(), **options)  # as Assistant opens it
+    try:
+        assert kb.index.kind == "hnsw" and kb.rebuilt is None
+    finally:
+        kb.close()
+    res = runner.invoke(cli, ["ingest", "--index", "flat", "--project", str(project_dir)])
+    assert res.exit_code == 0, res.output  # --index wins for one run
+    kb = KnowledgeBase.open(store, FakeEmbedder(), index_kind="flat")
+    try:
+        assert kb.index.kind == "flat" and kb.rebuilt is None
+    finally:
+        kb.close()

@@ -76,6 +76,20 @@ class Answer:
     kind: str  # "faq" | "passage" | "graph" | "none"
     data: dict = field(default_factory=dict)
 
+    def follow_up(self, question: str, previous: dict | None = None) -> dict:
+        """The ``context`` the next question needs to resolve "it" or "and the Brio grinder?".
+
+        The entities this answer was about and the question as resolved ("Lumo Kettle the
+        warranty"); an answer that found nothing leaves the earlier context in place.
+        """
+        previous = previous or {}
+        if not self.found:
+            return {k: previous[k] for k in ("entities", "last_question") if k in previous}
+        return {
+            "entities": list(self.data.get("entities", [])) or list(previous.get("entities", [])),
+            "last_question": str(self.data.get("query") or question),
+        }
+
 
 @dataclass
 class IngestReport:

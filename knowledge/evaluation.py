@@ -64,15 +64,33 @@ def _cites(citations: list, source: str) -> bool:
     return False
 
 
+def _context_of(kb: Any, earlier: Any) -> dict:
+    """Ask a row's earlier questions in order, as one conversation; return the context the
+    row's own question then gets (the QA skill carries the same between turns)."""
+    if earlier is None:
+        return {}
+    if not isinstance(earlier, list) or not all(isinstance(q, str) for q in earlier):
+        raise KnowledgeError('a row\'s "context" must be a list of earlier questions')
+    context: dict = {}
+    for q in earlier:
+        context = kb.answer(q, context=context).follow_up(q, context)
+    return context
+
+
 def eval_qa(kb: Any, rows: list[dict]) -> dict:
-    """Answer accuracy, found rate and source accuracy over QA rows."""
+    """Answer accuracy, found rate and source accuracy over QA rows.
+
+    A row may carry ``"context": [earlier questions]``: they are asked first in the same
+    conversation, so follow-ups ("who makes it?", "and the Brio grinder?") are scored too.
+    """
     details, t0 = [], time.perf_counter()
     for r in rows:
-        ans = kb.answer(str(r["question"]))
+        ans = kb.answer(str(r["question"]), context=_context_of(kb, r.get("context")))
         expected = str(r["answer"])
         right = bool(ans.found and _norm(expected) and _norm(expected) in _norm(ans.text))
         src_ok = _cites(ans.citations, str(r["source"])) if r.get("source") else None
-        details.append({"question": r["question"], "expected": expected, "got": ans.text,
+        details.append({"question": r["question"], "context": r.get("context") or [],
+                        "expected": expected, "got": ans.text,
                         "kind": ans.kind, "found": ans.found, "correct": right,
                         "source_ok": src_ok, "confidence": round(ans.confidence, 4)})  # fmt: skip
     n = len(details)
@@ -144,8 +162,8 @@ def write_report(report: dict, out_dir: Path, name: str) -> tuple[Path, Path]:
                 "| question | expected | got |",
                 "|---|---|---|",
             ]
-            lines += [f"| {_cell(d['question'])} | {_cell(d['expected'])} | {_cell(d['got'])} |"
-                      for d in wrong]  # fmt: skip
+            lines += [f"| {_cell(' → '.join([*d.get('context', []), d['question']]))} | "
+                      f"{_cell(d['expected'])} | {_cell(d['got'])} |" for d in wrong]  # fmt: skip
     paths = (out_dir / f"{name}.json", out_dir / f"{name}.md")
     atomic_write(paths[0], json.dumps(report, indent=2, ensure_ascii=False).encode("utf-8"))
     atomic_write(paths[1], ("\n".join(lines) + "\n").encode("utf-8"))

@@ -110,10 +110,7 @@ class QASkill(Skill):
         sources = [citation_to_source(c) for c in ans.citations]
         yield ans.text
         new_memory = {
-            "entities": list(ans.data.get("entities", [])) or memory.get("entities", []),
-            # the question as resolved ("Lumo Kettle the warranty"), so that "and the Brio
-            # grinder?" next can ask it again about the grinder
-            "last_question": str(ans.data.get("query") or question),
+            **ans.follow_up(question, memory),
             "shown": [_key(c) for c in ans.citations],
         }
         data: dict[str, Any] = {"found": True, "kind": ans.kind, "memory": new_memory}

@@ -297,3 +297,18 @@ def test_demo_bare_follow_up_answers_the_kettles_warranty(demo_bot, follow_up: s
 def test_demo_boil_time_is_not_the_keep_warm_line(demo_bot) -> None:
     r = demo_bot.chat("how long does the Lumo kettle take to boil?")
     assert r.skill == "qa" and "4 minutes" in r.text and "Keep-warm" not in r.text, r
+
+
+def test_eval_rows_with_context_score_follow_ups(spec_kb: KnowledgeBase) -> None:
+    from knowledge.errors import KnowledgeError
+    from knowledge.evaluation import eval_qa
+
+    follow_up = {"question": "how much does it cost?", "answer": "$69"}
+    report = eval_qa(
+        spec_kb, [{**follow_up, "context": ["how much is the Lumo kettle?"]}, follow_up]
+    )
+    with_context, alone = report["details"]
+    assert with_context["correct"], with_context  # "it" is the kettle of the earlier question
+    assert not alone["correct"], alone  # asked cold, "it" is nothing in particular
+    with pytest.raises(KnowledgeError, match="context"):
+        eval_qa(spec_kb, [{**follow_up, "context": "how much is the Lumo kettle?"}])

@@ -159,7 +159,7 @@ class VectorIndex:
         if self.kind == "hnsw":
             # downcast_index returns the concrete subclass; its stub says plain ``Index``.
             hnsw = cast("faiss.IndexHNSW", faiss.downcast_index(self._index.index))
-            hnsw.hnsw.efSearch = self.ef_search
+            hnsw.hnsw.efSearch = self._ef_search or auto_ef_search(int(self._index.ntotal))
 
     # -- size --------------------------------------------------------------------------
     @property

@@ -209,7 +209,7 @@ class BM25:
         if not id_parts:
             return []
         ids = np.concatenate(id_parts)
-        sc = np.concatenate(score_parts)
+        sc: np.ndarray = np.concatenate(score_parts)
         if len(id_parts) > 1:
             # Sum each id's per-term scores: a dense bincount while ids stay compact (SQLite
             # rowids do), a sort-based reduction when they are sparse.

@@ -94,6 +94,7 @@ class TrainResult:
     elapsed_s: float
     parameters: int
     history: dict[str, list[Any]]
+    compile_s: float = 0.0  # torch.compile's first step, counted in elapsed_s (not in tokens/s)
 
 
 def _device(name: str) -> Any:
@@ -314,12 +315,23 @@ def train_lm(
     # One untimed forward/backward on a throwaway batch: the first call pays lazy imports and
     # kernel set-up (seconds), which would otherwise eat into a wall-clock budget. No optimizer
     # step and a separate generator, so the run's weights and data order are unchanged.
+    # With --compile this call also compiles the forward and backward graphs (tens of seconds
+    # on a CPU): that time is the user's, so it counts against a wall-clock budget.
+    t_warm = time.perf_counter()
     wx, wy = get_batch(split.train, block, batch, torch.Generator().manual_seed(0))
     with ctx:
         wl = fwd(input_ids=wx.to(device)).logits
     F.cross_entropy(wl.float().flatten(0, 1), wy.to(device).flatten()).backward()
     optimizer.zero_grad(set_to_none=True)
     del wx, wy, wl
+    compile_s = time.perf_counter() - t_warm if cfg.compile else 0.0
+    run.elapsed_s += compile_s
+    if compile_s and budget_progress() >= 1.0 and run.step == 0:
+        bar.close()
+        raise LMError(
+            f"compiling the model took {compile_s:.0f}s, the whole budget; "
+            "give more --time or leave out --compile"
+        )
     tok_per_step = batch * block * cfg.grad_accum * world
     rate_t, rate_tokens = time.perf_counter(), 0
     tps = 0.0
@@ -396,10 +408,11 @@ def train_lm(
         step=run.step,
         best_val_loss=run.best_val_loss,
         val_loss=val_loss,
-        tokens_per_s=run.tokens / max(run.elapsed_s, 1e-9),
+        tokens_per_s=run.tokens / max(run.elapsed_s - compile_s, 1e-9),
         elapsed_s=run.elapsed_s,
         parameters=n_params,
         history={"train": run.train_curve, "val": run.val_curve},
+        compile_s=compile_s,
     )
 
 

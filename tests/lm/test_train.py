@@ -98,3 +98,24 @@ def test_unknown_optimizer_and_preset(tmp_path, corpus_file):
         train_lm([corpus_file], tmp_path, tiny_config(optimizer="lion"), show_progress=False)
     with pytest.raises(LMError, match="preset"):
         train_lm([corpus_file], tmp_path, tiny_config(preset="huge"), show_progress=False)
+
+
+@pytest.mark.slow  # compiling even the tiny model takes 20-100 s on 2 cores
+def test_compiled_training_matches_eager_and_counts_compile_time(tmp_path, corpus_file):
+    torch.set_num_threads(1)
+    eager = train_lm([corpus_file], tmp_path / "e", tiny_config(steps=4), show_progress=False)
+    comp = train_lm(
+        [corpus_file], tmp_path / "c", tiny_config(steps=4, compile=True), show_progress=False
+    )
+    assert comp.compile_s > 0 and eager.compile_s == 0
+    assert comp.elapsed_s >= comp.compile_s  # the compile is in the run's time...
+    a = [v for _, v in eager.history["train"]]
+    b = [v for _, v in comp.history["train"]]
+    assert b == pytest.approx(a, abs=2e-3)  # ...and the same model learns the same way
+    with pytest.raises(LMError, match="compiling the model took"):
+        train_lm(
+            [corpus_file],
+            tmp_path / "t",
+            tiny_config(steps=None, time_budget_s=0.01, compile=True),
+            show_progress=False,
+        )

@@ -6,6 +6,7 @@
     llmos demo                     a scripted conversation with the demo assistant
     llmos train router             (re)train the intent router
     llmos eval router --data F     accuracy, macro-F1, confusion matrix
+    llmos sessions [sweep]         list stored conversations; delete idle ones
 
 Other packages add commands through ``assistant/commands/*.py`` (ingest, train lm, ...).
 Every error a user can cause prints one ``error:`` line and exits non-zero.
@@ -50,6 +51,7 @@ COMMAND_MODULES = [
     "assistant.commands.seq2seq_cmds",
     "assistant.commands.summary_cmds",
     "assistant.commands.serve_cmds",
+    "assistant.commands.session_cmds",
 ]
 
 
@@ -231,19 +233,6 @@ def list_skills(project: str | None = PROJECT_OPT) -> None:
         typer.echo(f"{s.name:12} {s.description}")
     for err in reg.errors:
         typer.secho(f"warning: {err}", fg="yellow", err=True)
-
-
-@app.command("sessions")
-def list_sessions(project: str | None = PROJECT_OPT) -> None:
-    """List stored conversations, newest first."""
-    from assistant.project import resolve_project
-    from assistant.sessions import SessionStore
-
-    proj = resolve_project(project)
-    store = SessionStore(proj.sessions_db)
-    for s in store.list_sessions():
-        typer.echo(f"{s.id}  {s.turns:4d} turns  {s.title}")
-    store.close()
 
 
 @train_app.command("router")

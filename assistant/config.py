@@ -107,6 +107,20 @@ class EvalConfig(_Strict):
     """Default `--fail-over` thresholds for lower-is-better metrics, e.g. ``latency.p95_ms``."""
 
 
+class SessionsConfig(_Strict):
+    retention_days: float | None = Field(None, gt=0, le=36_500, strict=True)
+    """Delete conversations with no activity for this many days (``llmos serve`` sweeps in
+    the background, ``llmos sessions sweep`` once); sessions with an open handoff ticket are
+    kept. None (the default): keep conversations forever."""
+    sweep_interval_s: float = Field(3600.0, ge=1.0, le=7 * 86_400.0, strict=True)
+    """How often ``llmos serve`` runs the retention sweep (it also runs once at start-up)."""
+
+    @property
+    def retention_s(self) -> float | None:
+        """The retention period in seconds, or None to keep forever."""
+        return None if self.retention_days is None else self.retention_days * 86_400.0
+
+
 class BotConfig(_Strict):
     name: str = "llmos assistant"
     company: str = ""
@@ -119,6 +133,8 @@ class BotConfig(_Strict):
     lm: LMConfig = Field(default_factory=LMConfig)
     translation: TranslationConfig = Field(default_factory=TranslationConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    """How long stored conversations are kept."""
     pii: PIIConfig = Field(default_factory=PIIConfig)
     """What is redacted from logs, exports and handoff tickets (the session store keeps it)."""
     skills: dict[str, Any] = Field(default_factory=dict)

@@ -21,6 +21,7 @@ knowledge:
   ef_search: auto              # HNSW search beam; auto widens it as the index grows
 skills:
   disabled: []                 # e.g. [translate]
+# sessions: {retention_days: 30}  # delete conversations idle this long (default: keep forever)
 """
 
 INTENTS_YAML = """\

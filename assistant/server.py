@@ -15,6 +15,9 @@ Routes (all but ``/healthz``, ``/openapi.json``, ``/`` and ``/widget.js`` need a
     GET  /v1/stats?since=&bucket=       admin   turns, skills, unanswered rate, handoffs
     GET  /healthz                               liveness, no key
 
+With ``sessions.retention_days`` set in llmos.yaml, a background thread deletes conversations
+idle that long (:class:`RetentionSweeper`: at start-up, then hourly by default).
+
 The routes and the shared service state live here; the request and response bodies in
 :mod:`assistant.http_models`, the ASGI plumbing (error bodies, body limits, CORS, CSP, log
 redaction, the h11 head deadline) in :mod:`assistant.http_asgi`, uploads in
@@ -120,6 +123,8 @@ from assistant.ratelimit import RateLimiter
 from assistant.sessions import (
     FAILED_TIMEOUT,
     SESSION_ID_RE,
+    SessionStore,
+    SweepReport,
     Turn,
     TurnAbandonedError,
     TurnTicket,
@@ -695,6 +700,63 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, ensure_ascii=False, default=str))
 
 
+# -- retention ----------------------------------------------------------------------------
+class RetentionSweeper:
+    """Runs the session store's retention sweep in a background thread: once at start-up,
+    then every ``interval_s`` (``sessions.retention_days`` / ``sweep_interval_s`` in
+    llmos.yaml). Each sweep logs one line of counts: no session ids, no text.
+
+    Every ``--workers`` process runs its own; they do not get in each other's way, since a
+    session is deleted under its cross-process lock and a locked one is only skipped.
+    """
+
+    def __init__(self, store: SessionStore, max_age_s: float, interval_s: float) -> None:
+        self.store = store
+        self.max_age_s = max_age_s
+        self.interval_s = interval_s
+        self.last: SweepReport | None = None
+        self.sweeps = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="llmos-retention", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the thread to end and wait for a sweep in progress (the store closes next)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def run_once(self) -> SweepReport | None:
+        """One sweep; a failure is logged (one line) and retried at the next interval."""
+        try:
+            report = self.store.sweep(self.max_age_s)
+        except Exception as exc:
+            LOG.warning("retention sweep failed: %s", exc)
+            self.sweeps += 1
+            return None
+        self.last = report
+        self.sweeps += 1
+        LOG.info("%s", report.line())
+        return report
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._stop.wait(self.interval_s)
+
+
+def start_retention(assistant: Any) -> RetentionSweeper | None:
+    """The background sweep for ``assistant``'s project, or None when retention is not set."""
+    cfg = getattr(getattr(assistant, "config", None), "sessions", None)
+    if cfg is None or cfg.retention_s is None:
+        return None
+    sweeper = RetentionSweeper(assistant.store, cfg.retention_s, cfg.sweep_interval_s)
+    sweeper.start()
+    return sweeper
+
+
 # -- static files -------------------------------------------------------------------------
 def _static(name: str) -> str | None:
     try:
@@ -740,16 +802,24 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal service
         if service is not None:
-            yield
+            app.state.sweeper = start_retention(service.assistant)
+            try:
+                yield
+            finally:
+                if app.state.sweeper is not None:
+                    await run_in_threadpool(app.state.sweeper.stop)
             return
         from assistant.api import Assistant
 
         bot = await run_in_threadpool(Assistant, proj)
         service = start(bot)
         app.state.service = service
+        app.state.sweeper = start_retention(bot)
         try:
             yield
         finally:
+            if app.state.sweeper is not None:
+                await run_in_threadpool(app.state.sweeper.stop)
             service.close()
             bot.close()
 
@@ -765,6 +835,7 @@ def create_app(
     app.state.keys = keys
     app.state.settings = settings
     app.state.service = service
+    app.state.sweeper = None  # the retention sweep, started by the lifespan when configured
     install_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware,  # type: ignore[arg-type]
@@ -1189,6 +1260,7 @@ def serve(
 __all__ = [
     "EPHEMERAL_ID",
     "GuardedH11Protocol",
+    "RetentionSweeper",
     "ServerSettings",
     "SkillBreaker",
     "app_from_env",

@@ -17,6 +17,14 @@ the turn, the session lock is released for the next message, and the abandoned t
 reply, if it ever comes, is refused (:class:`TurnAbandonedError`) instead of being stored
 as a second answer.
 
+Deleting really removes the data (RELIABILITY H3): every connection runs with
+``PRAGMA secure_delete=ON`` (freed space in the database file is overwritten with zeros), and
+after a delete the write-ahead log is checkpointed and truncated, so the frames that still held
+the deleted rows leave the disk too. :meth:`SessionStore.delete` and the retention sweep
+(:meth:`SessionStore.sweep`) take the session's lock, the one turns take, so neither can
+interleave with a turn in flight (RELIABILITY B3). (Rows deleted before secure_delete was on,
+in a database from an older llmos, may linger in its free pages until a ``VACUUM``.)
+
 The schema evolves through ``MIGRATIONS``, a list of functions recorded in ``_migrations``
 once applied (the pattern of simonw/llm).
 """
@@ -27,6 +35,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import sqlite3
@@ -54,6 +63,10 @@ class StorageFullError(SessionError):
 
 class TurnAbandonedError(SessionError):
     """The turn was given up (timed out) and recorded as such; its late reply is not stored."""
+
+
+class SessionBusyError(SessionError):
+    """The session's lock is held (a turn is in flight) and did not come free in time."""
 
 
 def is_storage_full(exc: BaseException) -> bool:
@@ -146,6 +159,11 @@ class SessionLock:
     def locked(self) -> bool:
         return self._lock.locked()
 
+    def held_here(self) -> bool:
+        """Whether the calling thread holds the lock (the lock is not re-entrant)."""
+        with self._guard:
+            return self._holder == threading.get_ident()
+
     def __enter__(self) -> SessionLock:
         if not self.acquire():
             raise SessionError(
@@ -215,6 +233,43 @@ class Ticket:
             "created": self.created,
             "updated": self.updated or self.created,
         }
+
+
+@dataclass
+class SweepReport:
+    """What one retention sweep did: counts only (no ids, no text: it is logged)."""
+
+    cutoff: float
+    """Sessions whose last activity is older than this (epoch seconds) were due."""
+    deleted: int = 0
+    kept_open_ticket: int = 0
+    """Due, but kept: a handoff ticket is open or claimed (a person is on it)."""
+    skipped_busy: int = 0
+    """Due, but a turn held the session's lock: the next sweep picks it up."""
+    refreshed: int = 0
+    """Due at the scan, but active again (or handed off) by the time its lock was taken."""
+    scrubbed: bool = True
+    """The write-ahead log was checkpointed and truncated after the deletes (or after an
+    earlier delete whose checkpoint had not finished)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cutoff": self.cutoff,
+            "deleted": self.deleted,
+            "kept_open_ticket": self.kept_open_ticket,
+            "skipped_busy": self.skipped_busy,
+            "refreshed": self.refreshed,
+            "scrubbed": self.scrubbed,
+        }
+
+    def line(self) -> str:
+        text = (
+            f"retention sweep: deleted {self.deleted}, kept {self.kept_open_ticket} with an open "
+            f"handoff ticket, skipped {self.skipped_busy} busy, {self.refreshed} active again"
+        )
+        if not self.scrubbed:
+            text += "; the write-ahead log could not be cleared yet (a reader held it)"
+        return text
 
 
 _TICKET_COLS = "id, session_id, status, reason, created, agent, updated"
@@ -306,12 +361,21 @@ class SessionStore:
             self._db = connect(self.path, SessionError, "session database")
         except SessionError as exc:  # a full disk at open is a full disk (503), not a bad file
             raise _save_error(exc) from None
+        try:
+            # freed pages and cells are zeroed: deleted turns do not linger in the file (H3)
+            self._db.execute("PRAGMA secure_delete=ON")
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise _save_error(exc, f"cannot open the session database {self.path}") from None
         self._db_lock = threading.RLock()
         self._session_locks: dict[str, SessionLock] = {}
         self._locks_guard = threading.Lock()
         self._local = threading.local()
         self.lock_timeout_s = 120.0
         """How long a turn waits for its session before a one-line "busy" error."""
+        self.delete_timeout_s = 10.0
+        """How long :meth:`delete` waits for a turn in flight before :class:`SessionBusyError`."""
+        self._scrub_pending = False  # a checkpoint after a delete did not finish: retry it
         self._lock_fd: int | None = None
         self._held_slots: dict[int, int] = {}  # lock-file offset -> holders in this process
         self._slots_guard = threading.Lock()
@@ -538,10 +602,122 @@ class SessionStore:
                 (_check_text(title, "title"), time.time(), session_id),
             )
 
-    def delete(self, session_id: str) -> None:
+    def delete(self, session_id: str, *, timeout: float | None = None) -> None:
+        """Delete a session with its turns and tickets, and scrub their bytes from disk.
+
+        Takes the session's lock, the one turns take: waits up to ``timeout`` seconds
+        (default :attr:`delete_timeout_s`) for a turn in flight to finish, then raises
+        :class:`SessionBusyError`. A thread that holds the lock (a turn deleting its own
+        session) deletes at once. Open handoff tickets go too: this is an explicit request.
+
+        After the commit the write-ahead log is checkpointed and truncated; if that fails
+        the rows are gone but their bytes may stay in the log until the next sweep retries
+        the checkpoint, and a :class:`SessionError` says so (:class:`SessionBusyError` when
+        a reader held the log).
+        """
         self.get(session_id)
-        with self._tx() as db:
-            db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        lk = self.lock(session_id)
+        mine = lk.held_here()
+        wait = self.delete_timeout_s if timeout is None else timeout
+        if not mine and not lk.acquire(timeout=wait):
+            raise SessionBusyError(
+                f"session {session_id} is busy (a turn is in flight; waited {wait:g} s); retry"
+            )
+        try:
+            with self._tx() as db:
+                if db.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount == 0:
+                    raise UnknownSessionError(f"unknown session id: {session_id}")
+        finally:
+            if not mine:
+                lk.release()
+        if not self._scrub(f"session {session_id} was deleted, but"):
+            raise SessionBusyError(
+                f"session {session_id} was deleted, but a reader kept the write-ahead log from "
+                "being cleared; its bytes go at the next sweep, delete or restart"
+            )
+
+    def sweep(self, max_age_s: float, now: float | None = None) -> SweepReport:
+        """Delete every session whose last activity is more than ``max_age_s`` seconds old.
+
+        Last activity is the session's ``updated`` time (its last turn, state change, rename
+        or desk action). Each session is deleted under its own lock, like :meth:`delete`:
+
+        * a session whose lock is held (a turn in flight) is skipped and counted, not waited
+          for; the next sweep picks it up;
+        * a session with an open or claimed handoff ticket is kept (a person is working on
+          it) and counted; once the ticket is closed the session can expire;
+        * the age and the ticket are checked again inside the deleting transaction, so a
+          turn or a handoff that lands between the scan and the lock keeps the session.
+
+        A storage error stops the sweep with a typed :class:`SessionError`; what was deleted
+        before it stays deleted. The write-ahead log is checkpointed and truncated at the end
+        (``scrubbed`` in the report says whether that completed).
+        """
+        if (
+            isinstance(max_age_s, bool)
+            or not isinstance(max_age_s, int | float)
+            or not math.isfinite(max_age_s)
+            or max_age_s <= 0
+        ):
+            raise SessionError(f"retention must be a positive number of seconds, got {max_age_s!r}")
+        cutoff = (time.time() if now is None else float(now)) - float(max_age_s)
+        report = SweepReport(cutoff=cutoff)
+        with self._db_lock:
+            due = self._db.execute(
+                "SELECT s.id, EXISTS (SELECT 1 FROM tickets t WHERE t.session_id = s.id"
+                " AND t.status != 'closed') FROM sessions s WHERE s.updated < ?"
+                " ORDER BY s.updated, s.id",
+                (cutoff,),
+            ).fetchall()
+        try:
+            self._sweep_due(due, cutoff, report)
+        except BaseException:
+            if report.deleted:  # what was deleted before the error: clear it from the log too
+                with contextlib.suppress(SessionError):
+                    self._scrub("sessions were deleted, but")
+            raise
+        if report.deleted or self._scrub_pending:
+            report.scrubbed = self._scrub("sessions were deleted, but")
+        return report
+
+    def _sweep_due(self, due: list[tuple[str, int]], cutoff: float, report: SweepReport) -> None:
+        for sid, has_ticket in due:
+            if has_ticket:
+                report.kept_open_ticket += 1
+                continue
+            lk = self.lock(sid)
+            if lk.held_here() or not lk.acquire(timeout=0.0):
+                report.skipped_busy += 1
+                continue
+            try:
+                with self._tx() as db:
+                    gone = db.execute(
+                        "DELETE FROM sessions WHERE id = ? AND updated < ? AND NOT EXISTS"
+                        " (SELECT 1 FROM tickets t WHERE t.session_id = ?"
+                        " AND t.status != 'closed')",
+                        (sid, cutoff, sid),
+                    ).rowcount
+            finally:
+                lk.release()
+            if gone:
+                report.deleted += 1
+            else:
+                report.refreshed += 1
+
+    def _scrub(self, what: str) -> bool:
+        """Checkpoint the write-ahead log into the database and truncate it, so the frames
+        that held deleted rows leave the disk (secure_delete has zeroed the pages they are
+        copied over). False when a reader kept the checkpoint from finishing."""
+        with self._db_lock:
+            self._scrub_pending = True
+            try:
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                raise _save_error(
+                    exc, f"{what} clearing the write-ahead log failed (the next sweep retries)"
+                ) from None
+            self._scrub_pending = busy != 0
+        return busy == 0
 
     # -- turns -------------------------------------------------------------------------
     def turns(self, session_id: str, last: int | None = None) -> list[Turn]:

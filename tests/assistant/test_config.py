@@ -101,3 +101,49 @@ def test_knowledge_index_settings(tmp_path):
         load_config(write(tmp_path, "llmos.yaml", "knowledge:\n  index: ivf\n"))
     with pytest.raises(ConfigError, match=r"line 2: knowledge\.ef_search"):
         load_config(write(tmp_path, "llmos.yaml", "knowledge:\n  ef_search: 0\n"))
+
+
+def test_sessions_retention_defaults_and_values(tmp_path):
+    assert load_config(tmp_path / "llmos.yaml").sessions.retention_days is None
+    p = write(tmp_path, "llmos.yaml", "sessions:\n  retention_days: 30\n  sweep_interval_s: 600\n")
+    cfg = load_config(p).sessions
+    assert (cfg.retention_days, cfg.retention_s, cfg.sweep_interval_s) == (30, 30 * 86400, 600)
+    assert (
+        load_config(
+            write(tmp_path, "b.yaml", "sessions:\n  retention_days: null\n")
+        ).sessions.retention_s
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "Input should be greater than 0"),
+        ("-2", "Input should be greater than 0"),
+        ("yes", "Input should be a valid number"),  # YAML true: not 1 day
+        ('"30"', "Input should be a valid number"),
+        ("forever", "Input should be a valid number"),
+        (".inf", "Input should be less than or equal to 36500"),
+    ],
+)
+def test_sessions_retention_invalid_is_one_line(tmp_path, value, message):
+    p = write(tmp_path, "llmos.yaml", f"name: x\nsessions:\n  retention_days: {value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith("llmos.yaml line 3: sessions.retention_days: ")
+    assert message in text
+
+
+def test_scaffold_has_a_commented_retention_line(tmp_path):
+    import yaml
+
+    from assistant.scaffold import LLMOS_YAML
+
+    line = next(ln for ln in LLMOS_YAML.splitlines() if "retention_days" in ln)
+    assert line.startswith("# sessions:")
+    enabled = LLMOS_YAML.replace(line, line[2:])
+    assert BotConfig.model_validate(yaml.safe_load(enabled)).sessions.retention_days == 30
+    assert BotConfig.model_validate(yaml.safe_load(LLMOS_YAML)).sessions.retention_days is None

@@ -119,3 +119,28 @@ def test_list_rename_delete(store):
     assert {s.title for s in store.list_sessions()} == {"first", "second"}
     store.delete(a)
     assert [s.id for s in store.list_sessions()] == [b]
+
+
+def test_secure_delete_on_and_wal_truncated_after_delete(store):
+    assert store._db.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    a = store.create().id
+    store.append(a, "my iban is DE89370400440532013000", "noted")
+    wal = store.path.with_name(store.path.name + "-wal")
+    assert wal.stat().st_size > 0
+    store.delete(a)
+    assert wal.stat().st_size == 0  # checkpointed into the (zeroed) pages, then truncated
+    assert b"DE8937040044" not in store.path.read_bytes()
+
+
+def test_sweep_deletes_idle_sessions_only(store):
+    import time
+
+    old = store.create().id
+    store.append(old, "hi", "hello")
+    t = time.time()
+    time.sleep(0.01)
+    new = store.create().id
+    report = store.sweep(60.0, now=t + 60.0)
+    assert (report.deleted, report.skipped_busy, report.kept_open_ticket) == (1, 0, 0)
+    assert [s.id for s in store.list_sessions()] == [new]
+    assert store.turns(old) == []

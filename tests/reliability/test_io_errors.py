@@ -18,9 +18,8 @@ next open completes, so those states are accepted too.
 A wall clock fixed per phase makes the row dumps comparable (timestamps are data too). The
 default suite runs the turn append (the path every message takes) and the first open, both
 modes, IOERR and FULL; the other operations (a turn larger than the page cache, append then
-close with its checkpoint, delete, migration of an old-schema database) and the compound
-pass (faults while recovering a hot WAL left by a kill -9) are ``slow`` (NIGHTLY tier).
-The retention sweep of A4 does not exist in the code yet: nothing to inject into.
+close with its checkpoint, delete, the retention sweep, migration of an old-schema database)
+and the compound pass (faults while recovering a hot WAL left by a kill -9) are ``slow`` (NIGHTLY tier).
 """
 
 from __future__ import annotations
@@ -552,3 +551,40 @@ def test_files_outside_the_root_are_never_faulted(fault: FaultVFS, tmp_path: Pat
     finally:
         outside.close()
         fault.set_root(None)
+
+
+# -- the retention sweep (A4 for RELIABILITY H3/B3) -----------------------------------------
+def _sweep(path: Path, store: SessionStore | None) -> SessionStore | None:
+    """Every session is idle since T_BUILD: s0 and s2 go (one transaction each, under each
+    one's lock), s1 stays for its open ticket; then the WAL is checkpointed and truncated."""
+    assert store is not None
+    report = store.sweep(T_OP - (T_BUILD + T_OP) / 2)  # cutoff halfway between the phases
+    assert (report.deleted, report.kept_open_ticket) == (2, 1), report
+    return store
+
+
+def _sweep_steps(path: Path) -> Iterator[None]:
+    """A sweep cut short after its first session: s0 deleted, s2 not yet (the next sweep
+    takes it). Sessions are swept oldest first, then by id."""
+    db = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("DELETE FROM sessions WHERE id = 's0'")
+        yield
+    finally:
+        db.close()
+
+
+SCENARIOS["sweep"] = Scenario("sweep", _build_current, _sweep, steps=_sweep_steps)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["ioerr", "full"])
+@pytest.mark.parametrize("mode", ["once", "persistent"])
+def test_retention_sweep_survives_every_io_error(
+    mode: str, kind: str, fault: FaultVFS, clock: _Clock, tmp_path: Path
+) -> None:
+    """NIGHTLY: at every N the sweep left all, none or the first of its deletions (each
+    session is its own transaction), reported any failure as a typed one-line error, and
+    the store takes the next turn."""
+    _assert_clean(run_loop(SCENARIOS["sweep"], mode, kind, fault, clock, tmp_path))

@@ -6,7 +6,8 @@ Peak: the best of several large fp32 matmuls (2048^3) in this same run, same thr
 Model FLOPs per token: 6N (forward + backward over every weight used in a matmul, the tied
 output head included) + 12 * n_layer * n_embd * T for attention scores (PaLM appendix B).
 Utilisation = tokens/s x FLOPs/token / peak. Our run goes through ``lm.train.train_lm``
-(the real loop: data sampling, clipping, schedule, eval excluded); the baseline is a minimal
+(the real loop: data sampling, clipping, schedule, eval excluded), eager and with
+``--compile`` (its one-off compile step left out of the rate); the baseline is a minimal
 loop around ``GPT2LMHeadModel`` (~7M parameters). Results: ``benchmarks/results/lm_speed.json``.
 """
 
@@ -41,19 +42,25 @@ def flops_per_token(params: int, n_layer: int, n_embd: int, T: int) -> float:
     return 6 * params + 12 * n_layer * n_embd * T
 
 
-def run_ours(steps: int, out: Path) -> dict:
+def run_ours(steps: int, out: Path, compile: bool = False) -> dict:
     from lm.model import get_preset
     from lm.train import TrainConfig, train_lm
 
     p = get_preset("small")
     cfg = TrainConfig(
-        preset="small", steps=steps, eval_interval=10**9, eval_iters=1, warmup_steps=5
+        preset="small",
+        steps=steps,
+        eval_interval=10**9,
+        eval_iters=1,
+        warmup_steps=5,
+        compile=compile,
     )
     r = train_lm([SHAKESPEARE], out, cfg, show_progress=False)
     # The final eval is inside elapsed_s; per-step times exclude it: use the loop's token rate.
     return {
         "parameters": r.parameters,
-        "tokens_per_s": r.tokens_per_s,
+        "tokens_per_s": r.tokens_per_s,  # the compile step is left out of the rate
+        "compile_s": r.compile_s,
         "n_layer": p.n_layer,
         "n_embd": p.n_embd,
         "T": p.block_size,
@@ -113,6 +120,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
     a = ap.parse_args()
     import torch
 
@@ -120,11 +128,15 @@ def main() -> None:
     steps = 15 if a.quick else 60
     peak_before = matmul_peak(a.threads)
     ours = run_ours(steps, Path(tempfile.mkdtemp()))
+    runs = [("ours small (Llama)", ours)]
+    if not a.no_compile:
+        runs.append(("ours small, --compile", run_ours(steps, Path(tempfile.mkdtemp()), True)))
     gpt2 = run_gpt2(steps)
+    runs.append(("transformers GPT-2", gpt2))
     peak_after = matmul_peak(a.threads)
     peak = max(peak_before, peak_after)
     rows = []
-    for name, r in (("ours small (Llama)", ours), ("transformers GPT-2", gpt2)):
+    for name, r in runs:
         f = flops_per_token(r["parameters"], r["n_layer"], r["n_embd"], r["T"])
         r["flops_per_token"] = f
         r["model_flops_per_s"] = r["tokens_per_s"] * f
@@ -145,7 +157,7 @@ def main() -> None:
     print(table(rows, ["model", "params", "train tokens/s", "model GFLOP/s", "of peak"]))
     path = write_result(
         "lm_speed",
-        {"peak_flops": peak, "threads": a.threads, "steps": steps, "ours": ours, "gpt2": gpt2},
+        {"peak_flops": peak, "threads": a.threads, "steps": steps, "runs": dict(runs)},
     )
     print(f"-> {path}\nnote: 2-core CPU shared with other agents; timings are noisy.")
 

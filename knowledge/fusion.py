@@ -9,7 +9,7 @@ FAQ *answer* is mixed in too (users paraphrase, answers often repeat the key ter
 Thresholds come from ``benchmarks/knowledge_faq.py`` (StackFAQ + 20 off-topic questions) and
 the demo bot: the top-1 fused score of a correct StackFAQ match has its 5th percentile near
 0.59, while off-topic questions ("what's the capital of Peru", "asdf qwerty") peak at 0.41
-(95th percentile 0.31). At ``faq=0.62`` 91.8% of correct StackFAQ top-1
+(95th percentile 0.31). At ``faq=0.62`` 92.7% of correct StackFAQ top-1
 matches are accepted and no off-topic question; on the demo bot, FAQ questions that merely
 share an entity with the user's question ("Who founded Juniper Home?" vs "What is Juniper
 Circle?") score 0.55-0.60, so matches between ``faq_weak=0.55`` (97.6% of correct StackFAQ

@@ -31,7 +31,7 @@ from knowledge.fusion import (
     is_fact_item,
     spec_key,
 )
-from knowledge.graph import normalize
+from knowledge.graph import normalize, relation_phrase
 
 if TYPE_CHECKING:
     from knowledge.base import Answer, KnowledgeBase
@@ -106,6 +106,13 @@ def answer_question(kb: KnowledgeBase, question: str, context: dict) -> Answer:
         )
     subjects = list(dict.fromkeys(own + used))
     picks: list[Pick] | None = None
+    if follow_up and used and not _asks_for(graph, query, used):
+        # "how much does it weigh?" about a grinder whose graph has no weight fact: the
+        # nearest relation (its price) is not what was asked; its document's "Weight:" line is
+        picks = _picks(kb, cands, qvec, query, subjects)
+        spec = _spec_pick(kb, picks, 0.0, "", query, subjects)
+        if spec is not None:
+            return _passage_answer(spec, data, th)
     if mere_mention and not follow_up:
         # ... and so does a spec line ("Price: $69") of the entity's own document
         picks = _picks(kb, cands, qvec, query, subjects)
@@ -273,6 +280,15 @@ def _supporting_passages(kb: KnowledgeBase, cands: list[dict], graph: Any) -> li
             out.append(_passage(cand).citation)
             break
     return out
+
+
+def _asks_for(graph: Any, question: str, subjects: list[str]) -> bool:
+    """Does the graph answer's last relation speak of what the question asks, in the words
+    of its gloss ("who designed it?" and ``designed_by``)? Paraphrases the graph reasoner
+    maps well ("who acted in it?" and ``starred_actors``) fail this too, so it only decides
+    between the graph and a spec line that does speak of it."""
+    rel = str(graph.path[-2]).strip("-<>") if len(graph.path) >= 3 else ""  # "-made_by->"
+    return grounded(relation_phrase(rel), focus_terms(question, " ".join(subjects)))
 
 
 def _direct_fact(graph: Any, entities: list[str]) -> bool:

@@ -174,6 +174,16 @@ def test_demo_follow_up_cost_resolves_it_to_the_product(demo_bot) -> None:
     assert not any("delivery" in s.title.lower() for s in second.sources)
 
 
+def test_demo_follow_up_the_graph_cannot_answer_reads_the_spec_line(demo_bot) -> None:
+    """The graph knows the grinder's price but not its weight: "how much" must not turn
+    "how much does it weigh?" into the price; the product page's "Weight:" line answers."""
+    sid = demo_bot.new_session()
+    assert demo_bot.chat("who designed the Brio grinder?", session_id=sid).text == "Jonas Weller"
+    r = demo_bot.chat("how much does it weigh?", session_id=sid)
+    assert r.skill == "qa" and "2.4 kg" in r.text and "$" not in r.text, r
+    assert "product-brio-grinder.md" in {s.title for s in r.sources}
+
+
 # -- follow-ups without a pronoun --------------------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "rest"),

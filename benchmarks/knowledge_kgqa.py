@@ -7,6 +7,9 @@ Datasets (``<repo>/../shared/data``):
 - MetaQA 1-hop / 2-hop over the *reconstructed* WikiMovies KB (about 96% of the official
   one): trained on ``dev``, reported on ``test``, both on all questions and on the subset whose
   answers are all reachable in this KB (the ``*_all_answers_reachable`` flag files).
+  KB names that the graph would merge (case, leading article, punctuation: "Help!" and
+  "The Help") stay distinct entities (``kgqa_data.distinct_names``); ``--merge-names``
+  turns that off (the protocol of the figures recorded before this option).
 - PathQuestion PQ-2H / PQ-3H: each file split 8:1:1 with seed 13 (train / dev unused / test).
 
 Systems, side by side in one run: ``gnn`` (KGQANet: question-conditioned relation attention
@@ -44,8 +47,8 @@ PUBLISHED = {
 }
 
 
-def load_metaqa(hops: int, quick: bool):
-    from knowledge.kgqa_data import read_flags, read_kb, read_kgqa
+def load_metaqa(hops: int, quick: bool, merge_names: bool = False):
+    from knowledge.kgqa_data import distinct_names, read_flags, read_kb, read_kgqa, rename
 
     d = DATA_DIR / "metaqa"
     sfx = ".txt" if hops == 1 else ".txt.gz"
@@ -54,6 +57,8 @@ def load_metaqa(hops: int, quick: bool):
     flags = read_flags(d / f"qa_{hops}hop_test_all_answers_reachable.txt")
     assert len(flags) == len(test), "flag file does not match the test file"
     kb = read_kb(d / "kb_reconstructed.txt.gz")
+    if not merge_names:  # keep "The Unknown", "Unknown" and the tag "unknown" apart
+        kb = rename(kb, train + test, distinct_names(kb))
     if quick:
         rnd = random.Random(0)
         train = rnd.sample(train, min(1500, len(train)))
@@ -145,6 +150,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--max-neighbors", type=int, default=32, help="subgraph cap per node")
     ap.add_argument("--max-nodes", type=int, default=600, help="subgraph cap per question")
+    ap.add_argument(
+        "--merge-names", action="store_true",
+        help="MetaQA: let names that normalise alike merge into one entity (older protocol)",
+    )  # fmt: skip
     ap.add_argument("--save", action="store_true", help="keep models under benchmarks/results/")
     ap.add_argument("--no-bar", action="store_true")
     ap.add_argument(
@@ -165,8 +174,8 @@ def main() -> None:
     embedder = Embedder(cache_path=CACHE)
     rows = []
     loaders = {
-        "metaqa1": lambda: (1, *load_metaqa(1, args.quick)),
-        "metaqa2": lambda: (2, *load_metaqa(2, args.quick)),
+        "metaqa1": lambda: (1, *load_metaqa(1, args.quick, args.merge_names)),
+        "metaqa2": lambda: (2, *load_metaqa(2, args.quick, args.merge_names)),
         "pq2": lambda: (2, *load_pq(2, args.quick)),
         "pq3": lambda: (3, *load_pq(3, args.quick)),
     }
@@ -202,6 +211,7 @@ def main() -> None:
         "lr": args.lr,
         "max_neighbors": args.max_neighbors,
         "max_nodes": args.max_nodes,
+        "merge_names": args.merge_names,
         "rows": rows,
     }
     name = "knowledge_kgqa_quick.json" if args.quick else "knowledge_kgqa.json"

@@ -142,6 +142,9 @@ class KGQAConfig:
     ngram_buckets: int = 1 << 14
     max_neighbors: int = 64
     max_nodes: int = 2000
+    # The topic may be its own answer ("the parent of X's child" is X): PathQuestion has such
+    # round trips, MetaQA never does. Off, the topic is left out of the candidates.
+    topic_answers: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -268,10 +271,15 @@ class KGQANet(nn.Module):
         return logits, s_mix, torch.stack(attns)
 
     def loss(self, b: GraphBatch) -> torch.Tensor:
-        """Softmax over each question's candidates (answers share the target) + BCE on ``s``."""
+        """Softmax over each question's candidates (answers share the target) + BCE on ``s``.
+
+        Candidates are the subgraph's entities, the topic only with ``config.topic_answers``.
+        """
         assert b.labels is not None
         logits, s, _ = self(b)
         cand = b.topic < 0.5
+        if self.config.topic_answers:
+            cand = torch.ones_like(cand)
         logits = logits.masked_fill(~cand, -1e4)
         logp = group_log_softmax(logits, b.node_batch, b.num_questions)
         y = b.labels * cand

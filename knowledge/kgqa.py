@@ -377,7 +377,8 @@ class GraphReasoner:
         with torch.no_grad():
             logits, _, attn = model(batch)
         logits = logits.numpy().copy()
-        logits[0] = -np.inf  # the topic itself is never its own answer
+        if not c.topic_answers:  # the topic is its own answer only where training said so
+            logits[0] = -np.inf
         top = np.argsort(-logits)[:k]
         probs = torch.softmax(torch.from_numpy(logits), 0).numpy()
         out = []

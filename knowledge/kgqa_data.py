@@ -10,6 +10,8 @@ Three line formats are understood, so one trainer serves the user's files and th
 
 Questions are *masked* before encoding (the topic span becomes ``NE``) so a trained model
 learns the wording of a relation, not the names of the entities it saw in training.
+A curated KB whose distinct names the graph would merge (case, articles, punctuation) is
+renamed apart with :func:`distinct_names` before it is loaded.
 """
 
 from __future__ import annotations
@@ -177,3 +179,52 @@ def link_underscored(question: str, entities: set[str]) -> str | None:
         if tok in entities and (best is None or len(tok) > len(best)):
             best = tok
     return best
+
+
+def distinct_names(triples: list[tuple[str, str, str]]) -> dict[str, str]:
+    """Renames that keep apart KB entities whose names only differ in case, articles or marks.
+
+    :class:`knowledge.graph.KnowledgeGraph` keys entities by a normalised name (lower case,
+    no leading article, no punctuation), which suits text from users but merges different
+    entities of a curated KB: in MetaQA "The Unknown" (1927) and "Unknown" (2011) become one
+    film, "Help!" and "The Help" too, and the tag "hotel" swallows the film "Hotel" (then
+    "describe Hotel" has the topic as its answer). Within each group of names that normalise
+    alike, the most frequent keeps its name and the others get a ``#n`` suffix, which
+    normalises differently. Apply the map to the KB and to every question (:func:`rename`).
+    """
+    from knowledge.graph import normalize
+
+    count: dict[str, int] = {}
+    for s, _, o in triples:
+        count[s] = count.get(s, 0) + 1
+        count[o] = count.get(o, 0) + 1
+    groups: dict[str, list[str]] = {}
+    for name in count:
+        groups.setdefault(normalize(name), []).append(name)
+    taken = set(groups)
+    out: dict[str, str] = {}
+    for names in groups.values():
+        if len(names) < 2:
+            continue
+        names.sort(key=lambda n: (-count[n], n))
+        n = 1
+        for name in names[1:]:
+            while True:
+                n += 1
+                new = f"{name} #{n}"
+                if normalize(new) not in taken:
+                    break
+            taken.add(normalize(new))
+            out[name] = new
+    return out
+
+
+def rename(
+    triples: list[tuple[str, str, str]], examples: list[KGQAExample], names: dict[str, str]
+) -> list[tuple[str, str, str]]:
+    """Apply :func:`distinct_names` renames to ``examples`` (in place) and return the triples."""
+    for ex in examples:
+        if ex.topic is not None:
+            ex.topic = names.get(ex.topic, ex.topic)
+        ex.answers = [names.get(a, a) for a in ex.answers]
+    return [(names.get(s, s), r, names.get(o, o)) for s, r, o in triples]

@@ -75,6 +75,18 @@ def prepare(examples: list[KGQAExample], kg: KnowledgeGraph, cg: CompiledGraph) 
     return out
 
 
+# Share of training questions answered by their own topic above which the topic stays a
+# candidate. PathQuestion: 6.3% (PQ-2H) and 1.5% (PQ-3H) of questions are round trips such
+# as "the parent of X's child"; MetaQA: none. Masking the topic made every one a miss.
+TOPIC_ANSWER_SHARE = 0.01
+
+
+def topic_answer_share(prep: list[Prepared]) -> float:
+    """Share of resolved questions whose gold answers include their own topic entity."""
+    known = [p for p in prep if p.topic is not None and p.answers]
+    return sum(p.topic in p.answers for p in known) / len(known) if known else 0.0
+
+
 Subgraph = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -239,12 +251,14 @@ def train_gnn(
     on_progress: ProgressFn | None = None,
     show_progress: bool = True,
     cache_mb: float = 1024.0,
+    topic_answers: bool | None = None,
 ) -> TrainResult:
     """Train a :class:`KGQANet`; save it to ``out_dir`` (safetensors, JSON, loss-curve PNG).
 
     ``batch_size`` questions make one step (their subgraphs as one disjoint graph); each
     question's subgraph, answer mask and n-grams are kept for later epochs, up to
-    ``cache_mb`` megabytes (:class:`QuestionCache`).
+    ``cache_mb`` megabytes (:class:`QuestionCache`). ``topic_answers`` lets the topic be
+    its own answer; ``None`` decides from the data (:func:`topic_answer_share`).
     """
     from tqdm.auto import tqdm
 
@@ -260,8 +274,11 @@ def train_gnn(
         raise KnowledgeError(
             "no training question could be linked to a graph entity with an answer in the graph"
         )
+    if topic_answers is None:
+        topic_answers = topic_answer_share(prep) >= TOPIC_ANSWER_SHARE
     config = KGQAConfig(relations=relations, hops=hops, dim=dim, layers=layers, aggr=aggr,
-                        use_gnn=use_gnn, max_neighbors=max_neighbors, max_nodes=max_nodes)  # fmt: skip
+                        use_gnn=use_gnn, max_neighbors=max_neighbors, max_nodes=max_nodes,
+                        topic_answers=topic_answers)  # fmt: skip
     model = KGQANet(config, relation_features(relations, embedder))
     nodes, ent = kg.entity_embeddings(embedder)
     assert nodes == cg.nodes
@@ -372,7 +389,10 @@ def predict(
             its = [cache.item(i, prep[i]) for i in ids]
             subs = [it[0] for it in its]
             b = collate(subs, [it[2] for it in its], None, ent, q_all[s : s + len(ids)])
-            logits = model(b)[0].masked_fill(b.topic > 0.5, -1e9).numpy()
+            logits = model(b)[0]
+            if not c.topic_answers:
+                logits = logits.masked_fill(b.topic > 0.5, -1e9)
+            logits = logits.numpy()
             nb = b.node_batch.numpy()
             sizes = np.bincount(nb, minlength=len(ids))
             # per question, the first node with the highest logit (np.argmax of each segment)
@@ -413,6 +433,7 @@ class PathClassifier:
         self.classes: list[tuple[int, ...]] = []
         self.buckets = 1 << 14
         self.net: torch.nn.ModuleList | None = None
+        self.topic_answers = False  # set by fit(), from the data as for the GNN
 
     def _walk(self, start: int, seq: tuple[int, ...]) -> dict[int, int]:
         """Nodes reached from ``start`` along edge types ``seq`` -> number of paths."""
@@ -425,7 +446,8 @@ class PathClassifier:
                 for v in self.cg.dst[lo:hi][m]:
                     nxt[int(v)] = nxt.get(int(v), 0) + c
             cur = nxt
-        cur.pop(start, None)
+        if not self.topic_answers:
+            cur.pop(start, None)
         return cur
 
     def _label(self, topic: int, answers: set[int]) -> tuple[int, ...] | None:
@@ -462,6 +484,7 @@ class PathClassifier:
         t0 = time.perf_counter()
         torch.manual_seed(seed)
         prep = [p for p in prepare(examples, self.kg, self.cg) if p.topic is not None]
+        self.topic_answers = topic_answer_share(prep) >= TOPIC_ANSWER_SHARE
         labels, keep = [], []
         for p in prep:
             assert p.topic is not None  # filtered above

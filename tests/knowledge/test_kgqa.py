@@ -158,3 +158,55 @@ def test_cli_train_and_eval(project_dir, tmp_path) -> None:
     assert res.exit_code != 0 and "binary" in str(res.exception)
     res = runner.invoke(app, [*args, "--aggr", "median"])
     assert res.exit_code != 0 and "Could not resolve" in str(res.exception)
+
+
+def test_distinct_names_keep_curated_entities_apart() -> None:
+    from knowledge.kgqa_data import KGQAExample, distinct_names, rename
+
+    kb = [("The Unknown", "starred_actors", "Lon Chaney"), ("Unknown", "starred_actors", "Liam Neeson"),
+          ("Unknown", "release_year", "2011"), ("Hotel", "has_tags", "hotel"),
+          ("Help!", "starred_actors", "John Lennon"), ("The Help", "starred_actors", "Emma Stone"),
+          ("The Help", "release_year", "2011")]  # fmt: skip
+    merged = KnowledgeGraph()
+    merged.add_triples(kb, doc_id="kb")
+    assert merged.resolve("The Unknown") == merged.resolve("Unknown")  # why the renames exist
+    names = distinct_names(kb)
+    assert set(names) == {"The Unknown", "hotel", "Help!"}  # the most frequent keeps its name
+    qs = [KGQAExample("who acted in [The Unknown]", ["Lon Chaney"], "The Unknown"),
+          KGQAExample("describe [Hotel]", ["hotel"], "Hotel")]  # fmt: skip
+    kg = KnowledgeGraph()
+    kg.add_triples(rename(kb, qs, names), doc_id="kb")
+    assert qs[0].topic == names["The Unknown"] and qs[1].answers == [names["hotel"]]
+    assert len({kg.resolve(n) for n in ["Unknown", "Help", qs[0].topic, names["Help!"]]}) == 4
+    actors = {kg.name(v) for _, v in kg.g.out_edges(kg.resolve(qs[0].topic))}
+    assert actors == {"Lon Chaney"}
+    assert kg.g.has_edge(kg.resolve("Hotel"), kg.resolve(qs[1].answers[0]))  # no self-loop lost
+
+
+def test_round_trip_questions_may_answer_their_own_topic(embedder) -> None:
+    """Round trips ("the parent of X's child" is X) keep the topic as a candidate."""
+    from knowledge.kgqa_train import hits_at_1, predict, train_gnn
+
+    people = ["Ada", "Bram", "Cleo", "Dag", "Edda", "Finn", "Greta", "Hakon", "Ilse", "Jon"]
+    kg = KnowledgeGraph()
+    kg.add_triples([(p, "children", f"{p} Junior") for p in people], doc_id="family")
+    kg.add_triples([(f"{p} Junior", "parents", p) for p in people], doc_id="family")
+
+    def questions(names: list[str]) -> list:
+        lines = []
+        for p in names:
+            lines += [f"who is the parent of [{p}] 's child\t{p}", f"who is the child of [{p}]\t{p} Junior",
+                      f"the mom of the son of [{p}]\t{p}"]  # fmt: skip
+        return [parse_line(x) for x in lines]
+
+    train, test = questions(people[:7]), questions(people[7:])
+    res = train_gnn(kg, train, embedder, None, hops=2, epochs=10, batch_size=7, lr=1e-2, dim=32,
+                    show_progress=False)  # fmt: skip
+    assert res.model.config.topic_answers  # two in three training questions are round trips
+    assert hits_at_1(predict(res.model, kg, test, embedder), test, kg) == 1.0
+    plain = train_gnn(kg, [q for q in train if "Junior" in q.answers[0]], embedder, None, hops=2,
+                      epochs=1, dim=16, show_progress=False)  # fmt: skip
+    assert not plain.model.config.topic_answers
+    assert all(
+        p != q.topic for p, q in zip(predict(plain.model, kg, test, embedder), test, strict=True)
+    )

@@ -108,7 +108,7 @@ def answer_question(kb: KnowledgeBase, question: str, context: dict) -> Answer:
     picks: list[Pick] | None = None
     if follow_up and used and not _asks_for(graph, query, used):
         # "how much does it weigh?" about a grinder whose graph has no weight fact: the
-        # nearest relation (its price) is not what was asked; its document's "Weight:" line is
+        # nearest relation (its price) is not what was asked, its document's "Weight:" line
         picks = _picks(kb, cands, qvec, query, subjects)
         spec = _spec_pick(kb, picks, 0.0, "", query, subjects)
         if spec is not None:

@@ -87,7 +87,7 @@ def auto_ef_search(n: int) -> int:
     """HNSW search beam width for an index of ``n`` vectors.
 
     Recall at a fixed beam falls as the graph grows: efSearch 96 gives recall@10 0.9993 at
-    100k vectors but about 0.85 at 1M, where 512 is needed for 0.95
+    100k vectors, while at 1M efSearch 128 gives 0.91 and 512 is needed for 0.95
     (``benchmarks/knowledge_vectors.py``). A wider beam costs query time, so it widens with
     the size instead of always paying the 1M price.
     """

@@ -730,15 +730,15 @@ class RetentionSweeper:
 
     def run_once(self) -> SweepReport | None:
         """One sweep; a failure is logged (one line) and retried at the next interval."""
+        report: SweepReport | None = None
         try:
             report = self.store.sweep(self.max_age_s)
         except Exception as exc:
             LOG.warning("retention sweep failed: %s", exc)
-            self.sweeps += 1
-            return None
-        self.last = report
-        self.sweeps += 1
-        LOG.info("%s", report.line())
+        else:
+            self.last = report
+            LOG.info("%s", report.line())
+        self.sweeps += 1  # counted when done (and logged), so a waiter sees the whole sweep
         return report
 
     def _run(self) -> None:

@@ -43,7 +43,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -253,14 +253,7 @@ class SweepReport:
     earlier delete whose checkpoint had not finished)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "cutoff": self.cutoff,
-            "deleted": self.deleted,
-            "kept_open_ticket": self.kept_open_ticket,
-            "skipped_busy": self.skipped_busy,
-            "refreshed": self.refreshed,
-            "scrubbed": self.scrubbed,
-        }
+        return asdict(self)
 
     def line(self) -> str:
         text = (

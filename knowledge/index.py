@@ -146,12 +146,13 @@ class VectorIndex:
             self._index = faiss.IndexIDMap2(inner)
         self._set_ef()
 
+    def _beam(self) -> int:
+        return self._ef_search or auto_ef_search(int(self._index.ntotal))
+
     @property
     def ef_search(self) -> int | None:
         """The HNSW search beam in use (None for a flat index)."""
-        if self.kind != "hnsw":
-            return None
-        return self._ef_search or auto_ef_search(int(self._index.ntotal))
+        return self._beam() if self.kind == "hnsw" else None
 
     def _set_ef(self) -> None:
         import faiss
@@ -159,7 +160,7 @@ class VectorIndex:
         if self.kind == "hnsw":
             # downcast_index returns the concrete subclass; its stub says plain ``Index``.
             hnsw = cast("faiss.IndexHNSW", faiss.downcast_index(self._index.index))
-            hnsw.hnsw.efSearch = self._ef_search or auto_ef_search(int(self._index.ntotal))
+            hnsw.hnsw.efSearch = self._beam()
 
     # -- size --------------------------------------------------------------------------
     @property

@@ -40,7 +40,8 @@ def _open_kb(
     proj = resolve_project(project)
     store = proj.knowledge_store
     # llmos.yaml's index settings, so the CLI and the chat open the same index; --index wins.
-    kwargs: dict[str, Any] = load_config(proj.config_file).knowledge.index_options()
+    cfg = load_config(proj.config_file)
+    kwargs: dict[str, Any] = cfg.knowledge.index_options()
     if index_kind is not None:
         kwargs["index_kind"] = index_kind
     if max_mb is not None:
@@ -52,7 +53,7 @@ def _open_kb(
         raise LlmosError(str(exc)) from exc
     try:
         if sources:
-            _ingest_sources(proj, kb)
+            _ingest_sources(proj, kb, cfg)
         yield proj, kb
     except KnowledgeError as exc:
         raise LlmosError(str(exc)) from exc
@@ -62,12 +63,12 @@ def _open_kb(
             emb.close()
 
 
-def _ingest_sources(proj, kb) -> None:
+def _ingest_sources(proj, kb, cfg=None) -> None:
     """Bring the project's configured folders up to date, as the assistant does at start-up,
     so an evaluation sees the same knowledge the chat answers from."""
     from assistant.config import load_config
 
-    cfg = load_config(proj.config_file)
+    cfg = cfg or load_config(proj.config_file)
     if not cfg.knowledge.auto_ingest:
         return
     roots = [proj.root / s for s in cfg.knowledge.sources]

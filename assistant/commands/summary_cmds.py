@@ -78,15 +78,18 @@ def _texts_from_documents(proj: Any, pairs: list[Any], embedder: Any) -> None:
     if not any(p.document for p in pairs):
         return
     from assistant.commands.knowledge_cmds import _ingest_sources
+    from assistant.config import load_config
     from knowledge.base import KnowledgeBase
     from knowledge.errors import KnowledgeError
 
+    cfg = load_config(proj.config_file)
     try:
-        kb = KnowledgeBase.open(proj.knowledge_store, embedder)
+        # the index settings the chat opens it with, or opening would rebuild the index
+        kb = KnowledgeBase.open(proj.knowledge_store, embedder, **cfg.knowledge.index_options())
     except KnowledgeError as exc:
         raise LlmosError(str(exc)) from None
     try:
-        _ingest_sources(proj, kb)  # the documents as the chat sees them
+        _ingest_sources(proj, kb, cfg)  # the documents as the chat sees them
         for p in pairs:
             if p.document:
                 found = kb.document_text(p.document)

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,31 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+class SessionClock:
+    """``time`` for the session store: a fixed ``now`` (rows of one phase share a timestamp)
+    or the real clock, shifted by ``offset`` (sessions made "days ago")."""
+
+    def __init__(self) -> None:
+        self.now: float | None = None
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return (time.time() if self.now is None else self.now) + self.offset
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> SessionClock:
+    from assistant import sessions, sqlite_tx
+
+    c = SessionClock()
+    monkeypatch.setattr(sessions, "time", c)
+    monkeypatch.setattr(sqlite_tx, "time", c)
+    return c
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ from assistant import sqlite_tx
 from assistant.errors import SessionError
 from assistant.sessions import SessionStore, StorageFullError
 from tests.reliability._faultvfs import FaultVFS
+from tests.reliability.conftest import SessionClock
 
 REPO = Path(__file__).resolve().parents[2]
 N_CAP = 200
@@ -52,25 +53,11 @@ T_BUILD, T_OP, T_AFTER = 1_000_000.0, 2_000_000.0, 3_000_000.0
 
 
 # -- fixtures ------------------------------------------------------------------------------
-class _Clock:
-    """``time`` with a settable ``time()``: the rows written in one phase carry one timestamp."""
-
-    def __init__(self) -> None:
-        self.now = T_BUILD
-
-    def time(self) -> float:
-        return self.now
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
-    c = _Clock()
-    monkeypatch.setattr(sessions_mod, "time", c)
-    monkeypatch.setattr(sqlite_tx, "time", c)
-    return c
+def clock(clock: SessionClock) -> SessionClock:
+    """The shared clock, fixed: the rows written in one phase carry one timestamp."""
+    clock.now = T_BUILD
+    return clock
 
 
 # -- database helpers ----------------------------------------------------------------------
@@ -350,7 +337,7 @@ def run_loop(
     mode: str,
     kind: str,
     fault: FaultVFS,
-    clock: _Clock,
+    clock: SessionClock,
     tmp: Path,
     cap: int = N_CAP,
 ) -> LoopReport:
@@ -471,7 +458,7 @@ def _assert_clean(rep: LoopReport) -> None:
 @pytest.mark.parametrize("mode", ["once", "persistent"])
 @pytest.mark.parametrize("op", ["append", "create"])
 def test_append_and_first_open_survive_every_io_error(
-    op: str, mode: str, kind: str, fault: FaultVFS, clock: _Clock, tmp_path: Path
+    op: str, mode: str, kind: str, fault: FaultVFS, clock: SessionClock, tmp_path: Path
 ) -> None:
     """PR tier: the message path, and the first start (schema creation, which raised raw
     ``sqlite3.OperationalError`` and a plain SessionError for a full disk before A4).
@@ -485,7 +472,7 @@ def test_append_and_first_open_survive_every_io_error(
 @pytest.mark.parametrize("mode", ["once", "persistent"])
 @pytest.mark.parametrize("op", ["append_big", "append_close", "delete", "migrate", "recover"])
 def test_every_operation_survives_every_io_error(
-    op: str, mode: str, kind: str, fault: FaultVFS, clock: _Clock, tmp_path: Path
+    op: str, mode: str, kind: str, fault: FaultVFS, clock: SessionClock, tmp_path: Path
 ) -> None:
     """NIGHTLY: every operation, both modes, SQLITE_IOERR and SQLITE_FULL."""
     _assert_clean(run_loop(SCENARIOS[op], mode, kind, fault, clock, tmp_path))
@@ -582,7 +569,7 @@ SCENARIOS["sweep"] = Scenario("sweep", _build_current, _sweep, steps=_sweep_step
 @pytest.mark.parametrize("kind", ["ioerr", "full"])
 @pytest.mark.parametrize("mode", ["once", "persistent"])
 def test_retention_sweep_survives_every_io_error(
-    mode: str, kind: str, fault: FaultVFS, clock: _Clock, tmp_path: Path
+    mode: str, kind: str, fault: FaultVFS, clock: SessionClock, tmp_path: Path
 ) -> None:
     """NIGHTLY: at every N the sweep left all, none or the first of its deletions (each
     session is its own transaction), reported any failure as a typed one-line error, and

@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from assistant import sessions as sessions_mod
 from assistant.config import BotConfig, SessionsConfig, load_config
 from assistant.errors import SessionError, UnknownSessionError
 from assistant.sessions import SessionBusyError, SessionStore
+from tests.reliability.conftest import SessionClock
 
 DAY = 86_400.0
 
@@ -42,26 +42,6 @@ def store(tmp_path: Path):
     s = SessionStore(tmp_path / "sessions.db")
     yield s
     s.close()
-
-
-class _Clock:
-    """``time`` for :mod:`assistant.sessions` with a settable offset: sessions made "days ago"."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def time(self) -> float:
-        return time.time() + self.offset
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
-    c = _Clock()
-    monkeypatch.setattr(sessions_mod, "time", c)
-    return c
 
 
 def raw_bytes(db: Path) -> dict[str, bytes]:
@@ -180,7 +160,7 @@ def test_a_turn_may_delete_its_own_session(store: SessionStore) -> None:
 
 
 # -- the sweep's rules ---------------------------------------------------------------------
-def _old_sessions(store: SessionStore, clock: _Clock, n: int, days: float = 40) -> list[str]:
+def _old_sessions(store: SessionStore, clock: SessionClock, n: int, days: float = 40) -> list[str]:
     clock.offset = -days * DAY
     ids = []
     for i in range(n):
@@ -192,7 +172,7 @@ def _old_sessions(store: SessionStore, clock: _Clock, n: int, days: float = 40) 
 
 
 def test_sweep_keeps_recent_and_ticketed_skips_locked_and_counts(
-    store: SessionStore, clock: _Clock
+    store: SessionStore, clock: SessionClock
 ) -> None:
     old = _old_sessions(store, clock, 5)
     fresh = store.create("fresh").id
@@ -235,7 +215,7 @@ def test_sweep_keeps_recent_and_ticketed_skips_locked_and_counts(
 
 
 def test_a_turn_between_scan_and_lock_keeps_the_session(
-    store: SessionStore, clock: _Clock, monkeypatch: pytest.MonkeyPatch
+    store: SessionStore, clock: SessionClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The age is checked again in the deleting transaction, under the session's lock."""
     old = _old_sessions(store, clock, 2)
@@ -343,7 +323,7 @@ def test_sessions_config_defaults_and_seconds() -> None:
 
 
 # -- the CLI -------------------------------------------------------------------------------
-def _project_with_sessions(project_dir: Path, clock: _Clock) -> SessionStore:
+def _project_with_sessions(project_dir: Path, clock: SessionClock) -> SessionStore:
     from assistant.project import resolve_project
 
     proj = resolve_project(project_dir)
@@ -355,7 +335,7 @@ def _project_with_sessions(project_dir: Path, clock: _Clock) -> SessionStore:
     return store
 
 
-def test_cli_sessions_sweep_uses_days_or_the_config(project_dir: Path, clock: _Clock) -> None:
+def test_cli_sessions_sweep_uses_days_or_the_config(project_dir: Path, clock: SessionClock) -> None:
     from assistant.cli import app
 
     runner = CliRunner()
@@ -396,7 +376,7 @@ def test_cli_bad_days_is_one_line(project_dir: Path, days: str) -> None:
 
 # -- the server's background sweep ---------------------------------------------------------
 def test_server_sweeps_in_the_background_and_logs_counts_only(
-    tmp_path: Path, clock: _Clock, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, clock: SessionClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``create_app`` over a minimal assistant (config, store, project: all the sweep and
     ``/healthz`` touch); the lifespan starts the sweep, shutdown stops it."""

@@ -58,6 +58,11 @@ class Project:
     def sessions_db(self) -> Path:
         return self.data_dir / "sessions.db"
 
+    @property
+    def exports_dir(self) -> Path:
+        """Transcripts the user exported from the chat (removed with their session)."""
+        return self.state / "exports"
+
     def model_dir(self, kind: str) -> Path:
         """``models/router``, ``models/lm``, ``models/gnn``, ``models/translator-en-de`` ..."""
         return self.models_dir / kind

@@ -86,6 +86,7 @@ from assistant.errors import (
     LlmosError,
     UnknownSessionError,
 )
+from assistant.exports import prune_exports
 from assistant.http_asgi import (
     STORAGE_FULL_TEXT,
     ApiError,
@@ -710,8 +711,15 @@ class RetentionSweeper:
     session is deleted under its cross-process lock and a locked one is only skipped.
     """
 
-    def __init__(self, store: SessionStore, max_age_s: float, interval_s: float) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        max_age_s: float,
+        interval_s: float,
+        exports_dir: Path | None = None,
+    ) -> None:
         self.store = store
+        self.exports_dir = exports_dir
         self.max_age_s = max_age_s
         self.interval_s = interval_s
         self.last: SweepReport | None = None
@@ -733,6 +741,8 @@ class RetentionSweeper:
         report: SweepReport | None = None
         try:
             report = self.store.sweep(self.max_age_s)
+            if self.exports_dir is not None:  # the transcripts exported from swept sessions
+                report.exports_removed = prune_exports(self.exports_dir, self.store.exists)
         except Exception as exc:
             LOG.warning("retention sweep failed: %s", exc)
         else:
@@ -752,7 +762,13 @@ def start_retention(assistant: Any) -> RetentionSweeper | None:
     cfg = getattr(getattr(assistant, "config", None), "sessions", None)
     if cfg is None or cfg.retention_s is None:
         return None
-    sweeper = RetentionSweeper(assistant.store, cfg.retention_s, cfg.sweep_interval_s)
+    project = getattr(assistant, "project", None)
+    sweeper = RetentionSweeper(
+        assistant.store,
+        cfg.retention_s,
+        cfg.sweep_interval_s,
+        exports_dir=project.exports_dir if project is not None else None,
+    )
     sweeper.start()
     return sweeper
 

@@ -251,6 +251,9 @@ class SweepReport:
     scrubbed: bool = True
     """The write-ahead log was checkpointed and truncated after the deletes (or after an
     earlier delete whose checkpoint had not finished)."""
+    exports_removed: int = 0
+    """Transcript exports of deleted sessions removed with them (by the caller that knows the
+    project's exports folder: ``assistant.exports.prune_exports``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -260,6 +263,8 @@ class SweepReport:
             f"retention sweep: deleted {self.deleted}, kept {self.kept_open_ticket} with an open "
             f"handoff ticket, skipped {self.skipped_busy} busy, {self.refreshed} active again"
         )
+        if self.exports_removed:
+            text += f", {self.exports_removed} exported transcripts removed"
         if not self.scrubbed:
             text += "; the write-ahead log could not be cleared yet (a reader held it)"
         return text

@@ -14,9 +14,9 @@ from typing import Any
 from textual import work
 from textual.widgets import Markdown, Static
 
+from assistant.exports import export_session, source_label
 from tui import work as jobs
 from tui.commands import CommandError, help_markdown, parse
-from tui.export import export_session, source_label
 from tui.widgets.jobs import JobPanel
 from tui.widgets.messages import BotMessage, UserMessage
 
@@ -95,9 +95,7 @@ class SlashCommandsMixin:
                 raise CommandError("nothing to export yet: send a message first")
             session = self.bot.store.get(self.session_id)
             turns = self.bot.redacted_transcript(self.session_id)
-            path = export_session(
-                self.bot.project.state / "exports", session.title, session.id, turns
-            )
+            path = export_session(self.bot.project.exports_dir, session.title, session.id, turns)
             app.notify(f"Exported to {path}", title="export", timeout=10)
             await self._show_markdown(f"Exported {len(turns)} turns to `{path}`")
         app._set_status("ready", "ready")

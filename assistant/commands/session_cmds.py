@@ -1,10 +1,12 @@
-"""CLI for stored conversations: ``llmos sessions`` (list) and ``llmos sessions sweep``.
+"""CLI for stored conversations: ``llmos sessions`` (list), ``sweep`` and ``delete``.
 
     llmos sessions [--project DIR]                  stored conversations, newest first
     llmos sessions sweep [--project DIR] [--days N] delete conversations idle N days, once
+    llmos sessions delete ID... [--project DIR]     delete these conversations now
 
 ``sweep`` uses ``sessions.retention_days`` from llmos.yaml unless ``--days`` is given; it is
-the same sweep ``llmos serve`` runs in the background (RELIABILITY H3, B3).
+the same sweep ``llmos serve`` runs in the background (RELIABILITY H3, B3). Both remove the
+deleted conversations' bytes from the database and their exported transcripts.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 
 import typer
 
-from assistant.errors import ConfigError
+from assistant.errors import ConfigError, UnknownSessionError
 
 PROJECT_HELP = "Bot project directory (default: current dir or the demo)."
 
@@ -69,6 +71,7 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
         skipped (the next sweep takes it).
         """
         from assistant.config import load_config
+        from assistant.exports import prune_exports
         from assistant.project import resolve_project
         from assistant.sessions import SessionStore
 
@@ -83,6 +86,7 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
         store = SessionStore(proj.sessions_db)
         try:
             report = store.sweep(period * 86_400.0)
+            report.exports_removed = prune_exports(proj.exports_dir, store.exists)
         finally:
             store.close()
         typer.echo(f"{report.line()} (older than {period:g} days)")
@@ -92,3 +96,38 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
                 fg="yellow",
                 err=True,
             )
+
+    @sessions_app.command("delete")
+    def delete_cmd(
+        session_ids: list[str] = typer.Argument(..., help="Session ids (see `llmos sessions`)."),
+        project: str | None = typer.Option(None, "--project", "-p", help=PROJECT_HELP),
+    ) -> None:
+        """Delete conversations now: their turns, handoff tickets and exported transcripts.
+
+        Waits for a turn in flight to finish (the session's lock); an unknown id is an error
+        and nothing is deleted.
+        """
+        from assistant.exports import prune_exports
+        from assistant.project import resolve_project
+        from assistant.sessions import SessionStore, validate_session_id
+
+        ids = [validate_session_id(s) for s in session_ids]
+        proj = resolve_project(project)
+        store = SessionStore(proj.sessions_db)
+        try:
+            missing = [s for s in ids if not store.exists(s)]
+            if missing:
+                raise UnknownSessionError(f"no stored session {missing[0]!r}; nothing deleted")
+            for sid in ids:
+                store.delete(sid)
+            removed = prune_exports(proj.exports_dir, store.exists)
+        finally:
+            store.close()
+        typer.echo(
+            f"deleted {len(ids)} session{'s' if len(ids) != 1 else ''}"
+            + (
+                f" and {removed} exported transcript{'s' if removed != 1 else ''}"
+                if removed
+                else ""
+            )
+        )

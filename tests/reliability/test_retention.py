@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from typer.testing import CliRunner
 
 from assistant.config import BotConfig, SessionsConfig, load_config
 from assistant.errors import SessionError, UnknownSessionError
+from assistant.exports import export_session, exported_session, prune_exports
 from assistant.sessions import SessionBusyError, SessionStore
 from tests.reliability.conftest import SessionClock
 
@@ -204,6 +206,7 @@ def test_sweep_keeps_recent_and_ticketed_skips_locked_and_counts(
         "skipped_busy": 1,
         "refreshed": 0,
         "scrubbed": True,
+        "exports_removed": 0,  # the store alone does not know the exports folder
     }
     assert {s.id for s in store.list_sessions()} == {old[0], old[1], old[3], fresh}
     assert [t.session_id for t in store.tickets()] == [old[0], old[1]]
@@ -374,6 +377,62 @@ def test_cli_bad_days_is_one_line(project_dir: Path, days: str) -> None:
     assert r.stdout == ""
 
 
+def test_exports_of_deleted_and_swept_sessions_go_with_them(
+    tmp_path: Path, store: SessionStore, clock: SessionClock
+) -> None:
+    exports = tmp_path / "exports"
+    gone = fill_with_canaries(store, "gone", turns=3)
+    kept = fill_with_canaries(store, "kept", turns=3)
+    for sid, canaries in (("gone", gone), ("kept", kept)):
+        path = export_session(exports, canaries[0], sid, store.turns(sid))
+        assert exported_session(path) == sid
+        assert canaries[2].encode() in path.read_bytes()
+    note = exports / "my-notes.md"  # not an export: no session header, left alone
+    note.write_text(f"# notes\n\nabout {gone[2]}\n")
+    stale_tmp, fresh_tmp = exports / ".export-old.tmp", exports / ".export-new.tmp"
+    stale_tmp.write_text(gone[3])
+    fresh_tmp.write_text("an export being written right now")
+    clock.offset = 0.0
+    os.utime(stale_tmp, (time.time() - 2 * 3600, time.time() - 2 * 3600))
+
+    assert prune_exports(exports, store.exists) == 1  # the stale temp file; both sessions live
+    store.delete("gone")
+    assert prune_exports(exports, store.exists) == 1
+    left = {f.name: f.read_bytes() for f in exports.iterdir()}
+    assert set(left) == {
+        note.name,
+        fresh_tmp.name,
+        next(iter(n for n in left if n.endswith("-kept.md"))),
+    }
+    found = {c for data in left.values() for c in gone if c.encode() in data}
+    assert found == {gone[2]}  # only the user's own note, which is not an export
+    assert prune_exports(tmp_path / "missing", store.exists) == 0
+
+
+def test_cli_sessions_delete_removes_turns_and_exports(
+    project_dir: Path, clock: SessionClock
+) -> None:
+    from assistant.cli import app
+    from assistant.project import resolve_project
+
+    proj = resolve_project(project_dir)
+    store = _project_with_sessions(project_dir, clock)
+    canaries = fill_with_canaries(store, "doomed", turns=2)
+    export = export_session(proj.exports_dir, "doomed", "doomed", store.turns("doomed"))
+    store.close()
+    runner = CliRunner()
+    r = runner.invoke(app, ["sessions", "delete", "doomed", "nope", "-p", str(project_dir)])
+    assert r.exit_code != 0 and "no stored session 'nope'; nothing deleted" in str(r.exception)
+    assert export.exists()
+    r = runner.invoke(app, ["sessions", "delete", "doomed", "-p", str(project_dir)])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == "deleted 1 session and 1 exported transcript"
+    assert not export.exists()
+    assert hits(raw_bytes(proj.sessions_db), canaries) == {}
+    r = runner.invoke(app, ["sessions", "--project", str(project_dir)])
+    assert "doomed" not in r.output and "recent" in r.output
+
+
 # -- the server's background sweep ---------------------------------------------------------
 def test_server_sweeps_in_the_background_and_logs_counts_only(
     tmp_path: Path, clock: SessionClock, caplog: pytest.LogCaptureFixture
@@ -394,6 +453,8 @@ def test_server_sweeps_in_the_background_and_logs_counts_only(
     store.append("stale", f"my password is {secret}", "noted")
     clock.offset = 0.0
     store.create("live")
+    stale_export = export_session(proj.exports_dir, secret, "stale", store.turns("stale"))
+    live_export = export_session(proj.exports_dir, "live", "live", store.turns("live"))
     cfg = BotConfig(sessions=SessionsConfig(retention_days=7, sweep_interval_s=1.0))
     bot = SimpleNamespace(project=proj, config=cfg, store=store)
     caplog.set_level(logging.INFO, logger="assistant.server")
@@ -412,7 +473,10 @@ def test_server_sweeps_in_the_background_and_logs_counts_only(
         assert secret.encode() not in b"".join(raw_bytes(store.path).values())
         lines = [r.getMessage() for r in caplog.records if r.name == "assistant.server"]
         sweeps = [ln for ln in lines if ln.startswith("retention sweep:")]
+        assert not stale_export.exists() and live_export.exists()
+        assert secret.encode() not in live_export.read_bytes()
         assert sweeps[0].startswith("retention sweep: deleted 1, kept 0")
+        assert sweeps[0].endswith(", 1 exported transcripts removed")
         assert all("deleted 0," in ln for ln in sweeps[1:])
         text = "\n".join(lines)
         assert secret not in text and "stale" not in text and "live" not in text

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from tui.commands import COMMANDS, CommandError, complete, help_markdown, parse
-from tui.export import export_session, source_label, transcript_markdown
+from assistant.exports import export_session, source_label, transcript_markdown
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,9 @@
-"""``/session export``: a conversation as a Markdown file, written atomically.
+"""Transcript exports (``/session export`` in the chat): a conversation as a Markdown file,
+written atomically, and their removal when the session is deleted or swept.
 
-Pure functions over the transcript (``Turn``-like objects), so tests need no app.
+An export holds the conversation's text, so deleting a session must take its exports too
+(RELIABILITY H3): each file names its session on its third line (``Session `ID` ``), which
+:func:`prune_exports` reads back. Pure functions over ``Turn``-like objects, so tests need no app.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +74,43 @@ def export_session(
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
+
+
+_SESSION_LINE = re.compile(r"^Session `([^`]*)`$")
+
+
+def exported_session(path: Path) -> str | None:
+    """The session id an export names in its header, or None for a file that is not one."""
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as f:
+            head = [f.readline().rstrip("\n") for _ in range(3)]
+    except OSError:
+        return None
+    m = _SESSION_LINE.match(head[2]) if head[0].startswith("# ") else None
+    return m.group(1) if m else None
+
+
+STALE_TMP_S = 3600.0  # an export's temp file older than this was left by an interrupted write
+
+
+def prune_exports(exports_dir: Path, keep: Callable[[str], bool], now: float | None = None) -> int:
+    """Delete the exports whose session ``keep`` rejects (deleted or swept sessions) and the
+    temp files interrupted exports left; returns how many files went."""
+    if not exports_dir.is_dir():
+        return 0
+    now = time.time() if now is None else now
+    removed = 0
+    for path in sorted(exports_dir.iterdir()):
+        if not path.is_file() or path.is_symlink():
+            continue
+        if path.name.startswith(".export-") and path.suffix == ".tmp":
+            doomed = now - path.stat().st_mtime > STALE_TMP_S
+        elif path.suffix == ".md":
+            sid = exported_session(path)
+            doomed = sid is not None and not keep(sid)
+        else:
+            doomed = False
+        if doomed:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -6,8 +6,9 @@ Peak: the best of several large fp32 matmuls (2048^3) in this same run, same thr
 Model FLOPs per token: 6N (forward + backward over every weight used in a matmul, the tied
 output head included) + 12 * n_layer * n_embd * T for attention scores (PaLM appendix B).
 Utilisation = tokens/s x FLOPs/token / peak. Our run goes through ``lm.train.train_lm``
-(the real loop: data sampling, clipping, schedule, eval excluded), eager and with
-``--compile`` (its one-off compile step left out of the rate); the baseline is a minimal
+(the real loop: data sampling, clipping, schedule, eval excluded), eager, eager with the
+plain logits loss instead of the chunked one (``lm/loss.py``), and with ``--compile`` (its
+one-off compile step left out of the rate); the baseline is a minimal
 loop around ``GPT2LMHeadModel`` (~7M parameters). Results: ``benchmarks/results/lm_speed.json``.
 """
 
@@ -42,7 +43,7 @@ def flops_per_token(params: int, n_layer: int, n_embd: int, T: int) -> float:
     return 6 * params + 12 * n_layer * n_embd * T
 
 
-def run_ours(steps: int, out: Path, compile: bool = False) -> dict:
+def run_ours(steps: int, out: Path, compile: bool = False, fused_loss: bool = True) -> dict:
     from lm.model import get_preset
     from lm.train import TrainConfig, train_lm
 
@@ -54,6 +55,7 @@ def run_ours(steps: int, out: Path, compile: bool = False) -> dict:
         eval_iters=1,
         warmup_steps=5,
         compile=compile,
+        fused_loss=fused_loss,
     )
     r = train_lm([SHAKESPEARE], out, cfg, show_progress=False)
     # The final eval is inside elapsed_s; per-step times exclude it: use the loop's token rate.
@@ -129,6 +131,10 @@ def main() -> None:
     peak_before = matmul_peak(a.threads)
     ours = run_ours(steps, Path(tempfile.mkdtemp()))
     runs = [("ours small (Llama)", ours)]
+    # The same loop with the plain logits loss: what the chunked loss (lm/loss.py) buys.
+    runs.append(
+        ("ours small, logits loss", run_ours(steps, Path(tempfile.mkdtemp()), fused_loss=False))
+    )
     if not a.no_compile:
         runs.append(("ours small, --compile", run_ours(steps, Path(tempfile.mkdtemp()), True)))
     gpt2 = run_gpt2(steps)

@@ -18,6 +18,7 @@ data order, so the loss curve carries on exactly where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -35,6 +36,7 @@ from lm.checkpoint import (
 )
 from lm.data import encode_documents, get_batch, read_corpus, split_tokens
 from lm.errors import CheckpointError, LMError
+from lm.loss import fused_loss_parts, linear_cross_entropy
 from lm.model import build_config, build_model, count_parameters, get_preset
 from lm.optim import OPTIMIZERS, lr_at, make_optimizer, restore_optimizer, set_lr
 
@@ -62,6 +64,7 @@ class TrainConfig:
     seed: int = 1337
     dtype: str = "auto"  # auto: bf16 autocast on GPUs that support it, fp32 on CPU
     compile: bool = False
+    fused_loss: bool = True  # chunked output layer + loss (lm/loss.py) where the model allows
     tokenizer: str = "bpe"  # or "char"
     vocab_size: int | None = None
     val_fraction: float = 0.1
@@ -107,8 +110,6 @@ def _device(name: str) -> Any:
 
 def _autocast(cfg: TrainConfig, device: Any) -> Any:
     """bf16 autocast only where it is faster: GPUs with bf16. CPUs here emulate bf16 (~80x slower)."""
-    import contextlib
-
     import torch
 
     want = cfg.dtype
@@ -264,9 +265,27 @@ def train_lm(
     fwd = model
     if accelerator:
         fwd, optimizer = accelerator.prepare(model, optimizer)
-    if cfg.compile:
-        fwd = torch.compile(fwd)
     ctx = _autocast(cfg, device)
+    # The chunked loss (lm/loss.py) needs the bare model and fp32: under accelerate's wrapper
+    # or bf16 autocast the plain logits path is used.
+    parts = None
+    if cfg.fused_loss and accelerator is None and isinstance(ctx, contextlib.nullcontext):
+        parts = fused_loss_parts(model)
+    body = parts[0] if parts else None
+    if cfg.compile:  # one compiled graph: the training forward (evaluation runs eager)
+        if body is not None:
+            body = torch.compile(body)
+        else:
+            fwd = torch.compile(fwd)
+
+    def batch_loss(x: Any, y: Any) -> Any:
+        if body is not None and parts is not None:
+            hidden = body(input_ids=x).last_hidden_state
+            return linear_cross_entropy(hidden, parts[1].weight, y)
+        with ctx:
+            logits = fwd(input_ids=x).logits
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+
     n_params = count_parameters(model)
     manifest_base = {
         "kind": "lm",
@@ -319,11 +338,9 @@ def train_lm(
     # on a CPU): that time is the user's, so it counts against a wall-clock budget.
     t_warm = time.perf_counter()
     wx, wy = get_batch(split.train, block, batch, torch.Generator().manual_seed(0))
-    with ctx:
-        wl = fwd(input_ids=wx.to(device)).logits
-    F.cross_entropy(wl.float().flatten(0, 1), wy.to(device).flatten()).backward()
+    batch_loss(wx.to(device), wy.to(device)).backward()
     optimizer.zero_grad(set_to_none=True)
-    del wx, wy, wl
+    del wx, wy
     compile_s = time.perf_counter() - t_warm if cfg.compile else 0.0
     run.elapsed_s += compile_s
     if compile_s and budget_progress() >= 1.0 and run.step == 0:
@@ -344,9 +361,7 @@ def train_lm(
             for _ in range(cfg.grad_accum):
                 x, y = get_batch(split.train, block, batch, gen)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with ctx:
-                    logits = fwd(input_ids=x).logits
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) / cfg.grad_accum
+                loss = batch_loss(x, y) / cfg.grad_accum
                 if accelerator:
                     accelerator.backward(loss)
                 else:

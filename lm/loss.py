@@ -1,0 +1,96 @@
+"""Next-token loss without materialising the full ``[tokens, vocab]`` logits.
+
+On these CPUs element-wise work is bound by memory bandwidth: with a 4,096-token vocabulary
+and 4,096 tokens per batch the logits, their log-softmax, its gradient and the zero-filled
+buffer ``nll_loss`` scatters into are four 67 MB passes, about a fifth of a training step of
+the ``small`` preset. Here the output projection, the loss and both gradients are computed
+chunk by chunk, so each ``[chunk, vocab]`` block is produced and consumed while it is still in
+cache; the matmul FLOPs are the same as the plain path (logits, grad wrt hidden, grad wrt
+weight). The idea is the "fused linear cross-entropy" of Liger-Kernel, written here in torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IGNORE_INDEX = -100
+
+
+def _linear_ce_function() -> Any:
+    import torch
+
+    class LinearCrossEntropy(torch.autograd.Function):
+        """Mean cross-entropy of ``hidden @ weight.T`` against ``targets``; the gradients are
+        computed in the forward pass (one chunk at a time) and scaled in the backward."""
+
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, targets: Any, chunk: int) -> Any:  # type: ignore[override]
+            keep = targets != IGNORE_INDEX
+            n = int(keep.sum())
+            need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+            total = hidden.new_zeros((), dtype=torch.float32)
+            grad_h = torch.empty_like(hidden) if need_grad else None
+            grad_w = torch.zeros_like(weight) if need_grad else None
+            for s in range(0, hidden.shape[0], chunk):
+                h = hidden[s : s + chunk]
+                t = targets[s : s + chunk]
+                k = keep[s : s + chunk]
+                t_safe = torch.where(k, t, 0)
+                logits = (h @ weight.t()).float()
+                lse = torch.logsumexp(logits, dim=-1)
+                picked = logits.gather(1, t_safe[:, None]).squeeze(1)
+                total += ((lse - picked) * k).sum()
+                if need_grad:
+                    # d(mean CE)/d(logits) = (softmax - one_hot) / n, zero on ignored rows.
+                    probs = logits.sub_(lse[:, None]).exp_()
+                    probs[torch.arange(len(t_safe), device=t.device), t_safe] -= 1.0
+                    probs.mul_((k.to(probs.dtype) / max(n, 1))[:, None])
+                    probs = probs.to(h.dtype)
+                    grad_h[s : s + chunk] = probs @ weight  # type: ignore[index]
+                    grad_w.addmm_(probs.t(), h)  # type: ignore[union-attr]
+            if need_grad:
+                ctx.save_for_backward(grad_h, grad_w)
+            return total / max(n, 1)
+
+        @staticmethod
+        def backward(ctx: Any, grad_out: Any) -> Any:  # type: ignore[override]
+            grad_h, grad_w = ctx.saved_tensors
+            return grad_h * grad_out, grad_w * grad_out, None, None
+
+    return LinearCrossEntropy
+
+
+_FN: Any = None
+
+
+CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in fp32): 1,024 rows of a 4,096 vocabulary
+
+
+def linear_cross_entropy(hidden: Any, weight: Any, targets: Any, chunk: int | None = None) -> Any:
+    """Mean cross-entropy of ``hidden @ weight.T`` (``[..., d]`` by ``[vocab, d]``) against
+    ``targets`` (``IGNORE_INDEX`` rows skipped), equal to ``F.cross_entropy`` on the logits.
+
+    ``chunk`` rows at a time; by default as many as keep a chunk's logits near
+    ``CHUNK_ELEMENTS`` (a small vocabulary, e.g. characters, is done in one chunk)."""
+    global _FN
+    if _FN is None:
+        _FN = _linear_ce_function()
+    d = hidden.shape[-1]
+    if chunk is None:
+        chunk = max(256, CHUNK_ELEMENTS // max(int(weight.shape[0]), 1))
+    return _FN.apply(hidden.reshape(-1, d), weight, targets.reshape(-1), chunk)
+
+
+def fused_loss_parts(model: Any) -> tuple[Any, Any] | None:
+    """``(body, head)`` of a transformers causal LM whose logits are just ``head(body(x))``
+    (no bias, scaling or soft-capping), or ``None`` when the plain path must be used."""
+    body = getattr(model, "model", None)
+    head = getattr(model, "lm_head", None)
+    cfg = getattr(model, "config", None)
+    if body is None or head is None or getattr(head, "bias", None) is not None:
+        return None
+    if getattr(cfg, "model_type", None) not in ("llama", "mistral", "qwen2"):
+        return None
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return None
+    return body, head

@@ -1,0 +1,74 @@
+"""The chunked linear cross-entropy equals the plain logits path, values and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lm.loss import IGNORE_INDEX, fused_loss_parts, linear_cross_entropy
+from lm.model import build_config, build_model, get_preset
+
+
+@pytest.mark.parametrize("chunk", [7, 64, None])
+def test_matches_cross_entropy_with_ignored_rows(chunk):
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 50, 16, generator=g, requires_grad=True)
+    w = torch.randn(30, 16, generator=g, requires_grad=True)
+    t = torch.randint(0, 30, (2, 50), generator=g)
+    t[0, ::5] = IGNORE_INDEX
+    ref = F.cross_entropy((h @ w.t()).flatten(0, 1), t.flatten(), ignore_index=IGNORE_INDEX)
+    (ref * 2.5).backward()
+    gh, gw = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    got = linear_cross_entropy(h, w, t, chunk=chunk)
+    (got * 2.5).backward()  # the upstream gradient scales both input gradients
+    assert torch.allclose(got.detach(), ref.detach(), atol=1e-5)
+    assert torch.allclose(h.grad, gh, atol=1e-6)
+    assert torch.allclose(w.grad, gw, atol=1e-6)
+
+
+def test_no_grad_and_all_ignored():
+    h, w = torch.randn(4, 8), torch.randn(5, 8)
+    with torch.no_grad():
+        ref = F.cross_entropy(h @ w.t(), torch.tensor([0, 1, 2, 3]))
+        assert torch.allclose(linear_cross_entropy(h, w, torch.tensor([0, 1, 2, 3])), ref)
+    assert float(linear_cross_entropy(h, w, torch.full((4,), IGNORE_INDEX))) == 0.0
+
+
+def test_tied_model_gets_the_same_gradients_as_its_logits_path():
+    torch.manual_seed(0)
+    model = build_model(build_config(get_preset("tiny"), 40, eos_token_id=0, pad_token_id=0))
+    parts = fused_loss_parts(model)
+    assert parts is not None
+    body, head = parts
+    x = torch.randint(0, 40, (2, 9))
+    y = torch.randint(0, 40, (2, 9))
+    F.cross_entropy(model(input_ids=x).logits.flatten(0, 1), y.flatten()).backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    linear_cross_entropy(body(input_ids=x).last_hidden_state, head.weight, y).backward()
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, ref[n], atol=1e-5), n
+
+
+def test_plain_path_for_models_it_does_not_know():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=30))
+    assert fused_loss_parts(gpt2) is None
+
+
+def test_training_with_the_chunked_loss_follows_the_plain_loss_curve(tmp_path, corpus_file):
+    from lm.train import train_lm
+    from tests.lm.conftest import tiny_config
+
+    curves = {}
+    for fused in (True, False):
+        cfg = tiny_config(steps=6, eval_interval=3)
+        cfg.fused_loss = fused
+        r = train_lm([corpus_file], tmp_path / str(fused), cfg, show_progress=False)
+        curves[fused] = [loss for _, loss in r.history["train"]]
+    assert len(curves[True]) == 6
+    assert curves[True] == pytest.approx(curves[False], abs=2e-3)
+    assert curves[True][-1] < curves[True][0]

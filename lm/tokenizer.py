@@ -107,7 +107,7 @@ def build_char_tokenizer(text: str, model_max_length: int = 2048) -> Any:
         vocab.setdefault(ch, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     # Split every character into its own "word" so WordLevel maps characters, not words.
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
     return _wrap(tok, model_max_length)
 

@@ -46,6 +46,13 @@ def test_char_tokenizer_roundtrip():
     assert len(ids) == len("hello\nworld")
     assert tok.decode(ids) == "hello\nworld"
     assert tok.unk_token_id in tok("hello?", add_special_tokens=False)["input_ids"]
+    # Runs of line breaks and other whitespace are one token per character too (a regex
+    # "." once left "\n\n" as a single unknown token: blank lines were lost).
+    text = "hello\n\n\nworld \r\n\t\u00e9\U0001f600"
+    tok = build_char_tokenizer(text)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text) and tok.unk_token_id not in ids
+    assert tok.decode(ids) == text
 
 
 def test_bad_tokenizer_inputs():

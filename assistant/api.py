@@ -91,12 +91,15 @@ class Assistant:
         if language_model:
             self.load_language_model()
         rc = self.config.router
+        uc = rc.unlabelled  # self-training on unlabelled user messages, when configured
         self.router = IntentRouter(
             embedder,
             project.model_dir("router"),
             out_of_scope_similarity=rc.out_of_scope_similarity,
             head_params={"max_iter": rc.epochs} if rc.epochs else None,
             finetune=rc.finetune_settings(),
+            unlabelled=uc.texts(project.root, project.sessions_db, self.config.pii) if uc else None,
+            selftrain=uc.settings() if uc else None,
         )
         self.router.ensure_trained(self.examples())
         pc = self.config.policy

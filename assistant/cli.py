@@ -5,6 +5,8 @@
     llmos ask TEXT [--json]        one question, one answer
     llmos demo                     a scripted conversation with the demo assistant
     llmos train router             (re)train the intent router
+    llmos train router --unlabelled FILE [--tau X]
+                                   ... self-trained on unlabelled user messages too
     llmos eval router --data F     accuracy, macro-F1, confusion matrix
     llmos sessions [sweep]         list stored conversations; delete idle ones
 
@@ -247,11 +249,35 @@ def train_router(
         help="Fine-tune the MiniLM encoder on the examples first (slower; more accurate). "
         "Set router.finetune_encoder in llmos.yaml to keep it on.",
     ),
+    unlabelled: Path | None = typer.Option(
+        None,
+        "--unlabelled",
+        help="Also learn from these unlabelled user messages (.txt: one per line; .jsonl: "
+        '{"text": ...} per line) by self-training. Replaces router.unlabelled of llmos.yaml '
+        "for this run.",
+    ),
+    tau: float | None = typer.Option(
+        None,
+        "--tau",
+        min=0.0,
+        max=1.0,
+        help="Self-training: keep pseudo-labels at least this confident (default 0.5).",
+    ),
 ) -> None:
-    """Train the intent router from intents.yaml and the skills' examples."""
+    """Train the intent router from intents.yaml and the skills' examples (and, with
+    --unlabelled or router.unlabelled in llmos.yaml, unlabelled user messages)."""
+    # read the unlabelled messages before anything loads or trains: a bad file stops here
+    selftrain = _selftrain_source(project, unlabelled, tau)
     bot = _assistant(project, knowledge=False, language_model=False)
     try:
         rc = bot.config.router
+        if selftrain is not None:
+            bot.router.set_selftrain(*selftrain)
+        if unlabelled is not None and rc.unlabelled is None:
+            typer.echo(
+                "note: router.unlabelled is not set in llmos.yaml, so the next start "
+                "retrains without these messages; set it to keep the self-trained router"
+            )
         if finetune or rc.finetune_encoder:
             settings = rc.model_copy(update={"finetune_encoder": True}).finetune_settings()
             bot.router.set_finetune(settings)
@@ -283,9 +309,48 @@ def train_router(
                     f"Encoder fine-tuned: {ft['steps']} steps on {ft['device']} "
                     f"in {ft['seconds']:.1f}s ({ft['stopped']})"
                 )
+        st = bot.router.selftrain_stats
+        if selftrain is not None and st is not None:
+            typer.echo(
+                f"Self-training: kept {st.get('kept')} pseudo-labels of {st.get('pool')} "
+                f"unlabelled messages (tau {st.get('settings', {}).get('tau')}, "
+                f"{len(st.get('rounds', []))} round(s); {st.get('duplicates')} duplicates "
+                f"and {st.get('labelled_overlap')} copies of examples skipped)"
+            )
         typer.echo(f"Saved to {bot.project.model_dir('router')}")
     finally:
         bot.close()
+
+
+def _selftrain_source(
+    project: str | None, unlabelled: Path | None, tau: float | None
+) -> tuple[list[str], dict[str, Any]] | None:
+    """The unlabelled texts and self-training settings for this run; None: no self-training."""
+    from assistant.config import load_config
+    from assistant.errors import RouterError
+    from assistant.project import resolve_project
+    from assistant.router_selftrain import SelfTrainSettings, read_unlabelled_file
+
+    proj = resolve_project(project)
+    cfg = load_config(proj.config_file)
+    uc = cfg.router.unlabelled
+    if unlabelled is None and uc is None:
+        if tau is not None:
+            raise RouterError("--tau needs --unlabelled FILE or router.unlabelled in llmos.yaml")
+        return None
+    settings = uc.settings() if uc is not None else {}
+    if tau is not None:
+        settings["tau"] = tau
+    try:
+        SelfTrainSettings.from_dict(settings)
+    except (TypeError, ValueError) as exc:
+        raise RouterError(f"invalid router self-training settings: {exc}") from None
+    if unlabelled is not None:
+        texts = read_unlabelled_file(unlabelled)
+    else:
+        assert uc is not None
+        texts = uc.texts(proj.root, proj.sessions_db, cfg.pii)
+    return texts, settings
 
 
 @eval_app.callback()

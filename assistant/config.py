@@ -22,6 +22,58 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class UnlabelledConfig(_Strict):
+    """Unlabelled user messages the router self-trains on (``assistant/router_selftrain.py``)."""
+
+    files: list[str] = Field(default_factory=list)
+    """Files of user messages, relative to the project: ``.txt`` (one per line) or ``.jsonl``
+    (one ``{"text": ...}`` object per line)."""
+    sessions: bool = False
+    """Also the user turns stored in this bot's sessions database (PII-redacted first, since
+    the router's files keep n-grams of what it trains on). New messages retrain the router at
+    the next start."""
+    tau: float = Field(0.5, gt=0.0, le=1.0)
+    """Keep a pseudo-label when the router's confidence is at least this (0.4-0.7 all helped on
+    Banking77; 0.5 with 2 rounds measured best)."""
+    rounds: int = Field(1, ge=1, le=10)
+    """Label-and-retrain passes over the messages; each costs one more head fit."""
+    max_pool: int = Field(20_000, ge=1, le=1_000_000)
+    """At most this many distinct messages (a fixed sample beyond it): training time and the
+    stored router grow with it."""
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("files")
+    @classmethod
+    def _file_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not name.strip():
+                raise ValueError("file names must be non-empty")
+            if Path(name).suffix.lower() not in {".txt", ".jsonl"}:
+                raise ValueError(f"{name}: must be a .txt or .jsonl file")
+        return v
+
+    def settings(self) -> dict[str, Any]:
+        """Settings for ``IntentRouter.set_selftrain``."""
+        return {"tau": self.tau, "rounds": self.rounds, "max_pool": self.max_pool}
+
+    def texts(self, root: Path, sessions_db: Path, pii: PIIConfig | None = None) -> list[str]:
+        """Read every configured source; a bad file raises a one-line ``RouterError``."""
+        from assistant.pii import redact
+        from assistant.router_selftrain import read_session_texts, read_unlabelled_file
+
+        out: list[str] = []
+        for name in self.files:
+            path = Path(name) if Path(name).is_absolute() else root / name
+            out.extend(read_unlabelled_file(path, name))
+        if self.sessions:
+            out.extend(redact(t, pii) for t in read_session_texts(sessions_db))
+        return out
+
+
 class RouterConfig(_Strict):
     confidence_threshold: float = Field(0.45, ge=0.0, le=1.0)
     """Below this calibrated confidence the assistant asks which skill the user meant."""
@@ -40,6 +92,16 @@ class RouterConfig(_Strict):
     """Cap on fine-tuning training items (pairs / anchors); 0: no cap beyond the epochs."""
     finetune_max_seconds: float = Field(0.0, ge=0.0, le=86_400.0)
     """Wall-clock cap on fine-tuning; 0: none (a cap makes results depend on machine speed)."""
+    unlabelled: UnlabelledConfig | None = None
+    """Self-train the router on unlabelled user messages (files and/or stored sessions);
+    None (the default): it learns from the examples only."""
+
+    @field_validator("unlabelled")
+    @classmethod
+    def _some_source(cls, v: UnlabelledConfig | None) -> UnlabelledConfig | None:
+        if v is not None and not v.files and not v.sessions:
+            raise ValueError("name files, or set sessions: true")
+        return v
 
     def finetune_settings(self) -> dict[str, Any] | None:
         """Settings for ``IntentRouter(finetune=...)``; None when fine-tuning is off."""

@@ -11,6 +11,11 @@ router first fine-tunes its own copy of the MiniLM body (``assistant.router_fine
 as ``encoder.safetensors`` beside the head and embeds every message with it; retrieval keeps the
 stock encoder.
 
+With unlabelled user messages (``set_selftrain``, ``router.unlabelled`` in ``llmos.yaml``), the
+head is self-trained (``assistant.router_selftrain``): it labels those messages itself, keeps
+the confident ones and is retrained on examples + kept. The messages are part of the
+fingerprint, so new ones retrain the router and a start without them does not reuse it.
+
 Out of scope: a message whose nearest training example is far away (cosine below
 ``out_of_scope_similarity``) or that the head assigns to an ``out_of_scope`` intent.
 Follow-ups ("summarize that", "and in French?", "tell me more") are resolved by the rules in
@@ -22,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +40,7 @@ from knowledge.atomic import atomic_write
 
 if TYPE_CHECKING:
     from assistant.router_finetune import FinetuneSettings
+    from assistant.router_selftrain import SelfTrainSettings
 
 ROUTER_FORMAT = 1
 
@@ -89,11 +96,19 @@ class IntentRouter:
         out_of_scope_similarity: float = 0.30,
         head_params: dict[str, Any] | None = None,
         finetune: Any = None,
+        unlabelled: Sequence[str] | None = None,
+        selftrain: Any = None,
     ) -> None:
         self.embedder = embedder
         # None: the frozen encoder (default); else a FinetuneSettings or a dict of its fields
         self.finetune: FinetuneSettings | None = None
         self.set_finetune(finetune)
+        # None: the head learns from the examples only (default); else self-training settings
+        self.selftrain: SelfTrainSettings | None = None
+        self.unlabelled: list[str] = []
+        self._unlabelled_sha256: str | None = None
+        self.selftrain_stats: dict[str, Any] | None = None  # of the router trained or loaded
+        self.set_selftrain(unlabelled, selftrain)
         self.encoder: Any = None  # the fine-tuned encoder when one is trained or loaded
         self.encoder_settings: FinetuneSettings | None = None  # the settings it was made with
         self.finetune_stats: dict[str, Any] | None = None
@@ -123,11 +138,42 @@ class IntentRouter:
         except (TypeError, ValueError) as exc:
             raise RouterError(f"invalid router fine-tuning settings: {exc}") from None
 
+    def set_selftrain(self, unlabelled: Sequence[str] | None, settings: Any = None) -> None:
+        """Self-train on ``unlabelled`` texts (settings, a dict of them, or None: defaults);
+        ``unlabelled=None`` switches it off. An empty list keeps it on with an empty pool."""
+        if unlabelled is None:
+            self.selftrain, self.unlabelled, self._unlabelled_sha256 = None, [], None
+            return
+        from assistant.router_selftrain import SelfTrainSettings, pool_digest
+
+        if isinstance(unlabelled, str) or not all(isinstance(t, str) for t in unlabelled):
+            raise RouterError("unlabelled utterances must be a list of strings")
+        try:
+            st = (
+                settings
+                if isinstance(settings, SelfTrainSettings)
+                else SelfTrainSettings.from_dict(settings or {})
+            )
+        except (TypeError, ValueError) as exc:
+            raise RouterError(f"invalid router self-training settings: {exc}") from None
+        self.selftrain = st
+        self.unlabelled = list(unlabelled)
+        self._unlabelled_sha256 = pool_digest(self.unlabelled)
+
     def _fp_params(self) -> dict[str, Any]:
         # the frozen router's fingerprint is exactly what it was before fine-tuning existed
-        if self.finetune is None:
+        if self.finetune is None and self.selftrain is None:
             return self.head_params
-        return {"head": self.head_params, "finetune_encoder": self.finetune.as_dict()}
+        params: dict[str, Any] = {"head": self.head_params}
+        if self.finetune is not None:
+            params["finetune_encoder"] = self.finetune.as_dict()
+        if self.selftrain is not None:
+            # the messages by digest: a new one retrains, reordered or repeated ones do not
+            params["selftrain"] = {
+                **self.selftrain.as_dict(),
+                "unlabelled_sha256": self._unlabelled_sha256,
+            }
+        return params
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         """Every vector the router computes comes from here: fine-tuned encoder if any."""
@@ -171,10 +217,15 @@ class IntentRouter:
         texts = [e.text for e in examples]
         labels = [e.intent for e in examples]
         encoder, ft_stats = self._finetune(texts, labels) if self.finetune else (None, None)
-        X = self._view(encoder, self.finetune).encode(texts)
+        view = self._view(encoder, self.finetune)
+        X = view.encode(texts)
+        st_stats = None
         try:
-            head = IntentHead(seed=0, **self.head_params)
-            head.fit(X, labels, texts=texts)
+            if self.selftrain is not None:
+                head, st_stats = self._self_train(view, X, labels, texts)
+            else:
+                head = IntentHead(seed=0, **self.head_params)
+                head.fit(X, labels, texts=texts)
         except (ValueError, RuntimeError) as exc:
             raise RouterError(f"could not train the router: {exc}") from None
         # only now, with everything trained, does the router switch to the new parts
@@ -182,7 +233,10 @@ class IntentRouter:
         self.encoder = encoder
         self.encoder_settings = self.finetune if encoder is not None else None
         self.finetune_stats = ft_stats
+        self.selftrain_stats = st_stats
         self.intent_skill = skill_of
+        # the labelled examples only: out-of-scope is "far from every example", and a confident
+        # pseudo-label on an out-of-scope message must not widen what counts as in scope
         self.example_vecs = X.astype(np.float32)
         self.example_intents = labels
         self.fingerprint = fingerprint(examples, self._fp_params())
@@ -198,8 +252,31 @@ class IntentRouter:
         if self.finetune_stats is not None:
             ft = self.finetune_stats
             stats["finetune"] = {k: ft[k] for k in ("steps", "seconds", "device", "stopped")}
+        if self.selftrain_stats is not None:
+            stats["selftrain"] = self.selftrain_stats
         self.train_stats = stats
         return stats
+
+    def _self_train(
+        self, view: Any, X: np.ndarray, labels: list[str], texts: list[str]
+    ) -> tuple[Any, dict[str, Any]]:
+        """The head, self-trained on the unlabelled texts embedded by the head's own view."""
+        from assistant.router_head import IntentHead
+        from assistant.router_selftrain import prepare_pool, self_train
+
+        assert self.selftrain is not None
+        pool, pool_stats = prepare_pool(self.unlabelled, texts, self.selftrain)
+        U = view.encode(pool) if pool else np.zeros((0, X.shape[1]), dtype=np.float32)
+        head, stats = self_train(
+            X,
+            labels,
+            texts,
+            U,
+            pool,
+            self.selftrain,
+            make_head=lambda: IntentHead(seed=0, **self.head_params),
+        )
+        return head, {**pool_stats, **stats, "settings": self.selftrain.as_dict()}
 
     def _finetune(self, texts: list[str], labels: list[str]) -> tuple[Any, dict[str, Any]]:
         from assistant.router_finetune import finetune_encoder
@@ -233,6 +310,8 @@ class IntentRouter:
             "trained_at": self.trained_at,
             "train_seconds": self.train_seconds,
         }
+        if self.selftrain_stats is not None:
+            doc["selftrain"] = self.selftrain_stats
         try:
             self.model_dir.mkdir(parents=True, exist_ok=True)
             if self.encoder is not None:
@@ -291,6 +370,8 @@ class IntentRouter:
         self.intent_skill = dict(doc["intent_skill"])
         self.example_intents = list(doc["example_intents"])
         self.fingerprint = doc.get("fingerprint")
+        st = doc.get("selftrain")
+        self.selftrain_stats = st if isinstance(st, dict) else None
         self.trained_at = doc.get("trained_at")
         self.train_seconds = float(doc.get("train_seconds", 0.0))
         return True

@@ -1,6 +1,7 @@
 """Banking77 intent classification: llmos IntentHead vs logistic regression vs SetFit.
 
     .venv/bin/python benchmarks/intents.py [--quick] [--setfit] [--setfit-full] [--finetune]
+                                           [--selftrain | --selftrain-dev]
 
 ``--finetune`` adds the router's optional mode (``assistant/router_finetune.py``): contrastive
 fine-tuning of a copy of the MiniLM body on the training split, then the same IntentHead on the
@@ -19,6 +20,14 @@ same frozen embeddings, (2) SetFit (contrastive fine-tuning of the same MiniLM b
 logistic-regression head); SetFit is slow on CPU, so it runs only with ``--setfit`` (10-shot)
 and ``--setfit-full``. ``--quick`` scores the 10-shot split only and times fewer utterances.
 Results go to ``benchmarks/results/intents.json``. Timings on a shared 2-core CPU are noisy.
+
+``--selftrain`` adds the router's self-training (``assistant/router_selftrain.py``) to the
+10-shot table: the head labels unlabelled utterances itself and is retrained on the confident
+ones (with ``--finetune`` also on the fine-tuned vectors). The unlabelled pool is every
+Banking77 train text outside the 10-shot split and outside a fixed, seeded dev set of 2,000
+train texts; the pool's labels are never read. tau and rounds are chosen on that dev set only,
+with ``--selftrain-dev`` (prints a tau x rounds grid of dev accuracy and never touches the
+test set); ``--st-tau`` / ``--st-rounds`` then run the test once with the chosen setting.
 """
 
 from __future__ import annotations
@@ -188,6 +197,104 @@ def run_finetuned_head(texts, y, tt, yt, settings, device: str) -> dict:
     return res | {"_model": head, "_encoder": encoder}
 
 
+SELFTRAIN_DEV_N = 2_000
+SELFTRAIN_SEED = 0
+
+
+def selftrain_split(data: dict, seed: int = SELFTRAIN_SEED) -> tuple[list[int], list[int]]:
+    """Row indices into the full train split: a dev set of 2,000 and the unlabelled pool.
+
+    Both lie outside the 10-shot split (compared case- and space-insensitively: the 10-shot
+    files are lower-cased). The pool is everything else; only the dev labels are ever read.
+    """
+    from assistant.router_selftrain import normalise
+
+    texts = data["full"][0]
+    shot = {normalise(t) for t in data["10-shot"][0]}
+    outside = [i for i, t in enumerate(texts) if normalise(t) not in shot]
+    rng = np.random.default_rng(seed)
+    dev = sorted(int(i) for i in rng.choice(outside, size=SELFTRAIN_DEV_N, replace=False))
+    in_dev = set(dev)
+    return dev, [i for i in outside if i not in in_dev]
+
+
+def selftrain_pool(data: dict, pool_idx: list[int]) -> tuple[list[str], list[int]]:
+    """The router's own pool preparation (dedupe, drop copies of examples) over the pool rows;
+    returns the pool texts and their rows in the full split (for cached vectors)."""
+    from assistant.router_selftrain import SelfTrainSettings, prepare_pool
+
+    texts = data["full"][0]
+    pool, _ = prepare_pool(
+        [texts[i] for i in pool_idx], data["10-shot"][0], SelfTrainSettings(max_pool=10**6)
+    )
+    row: dict[str, int] = {}
+    for i in pool_idx:
+        row.setdefault(texts[i].strip(), i)
+    return pool, [row[t] for t in pool]
+
+
+def selftrain_dev_grid(X, y, texts, U, pool, Xd, td, yd, taus, max_rounds: int) -> dict:
+    """Dev accuracy for each tau after each round (a round that stops early repeats the last)."""
+    from assistant.router_head import IntentHead
+    from assistant.router_selftrain import SelfTrainSettings, self_train
+
+    t0 = time.perf_counter()
+    base = IntentHead(seed=0).fit(X, y, texts)
+
+    def acc(head) -> float:
+        return round(100 * float(np.mean(np.array(head.predict(Xd, td)) == np.array(yd))), 2)
+
+    grid: dict = {"base": acc(base), "rows": {}}
+    print(f"  dev base (labelled only): {grid['base']:.2f}", flush=True)
+    for tau in taus:
+        scores: dict[int, float] = {}
+        st = SelfTrainSettings(tau=tau, rounds=max_rounds)
+        _, stats = self_train(
+            X,
+            y,
+            texts,
+            U,
+            pool,
+            st,
+            make_head=lambda: IntentHead(seed=0),
+            base=base,
+            on_round=lambda r, h, scores=scores: scores.__setitem__(r, acc(h)),
+        )
+        last = grid["base"]
+        for r in range(1, max_rounds + 1):
+            last = scores.get(r, last)
+            scores[r] = last
+        grid["rows"][str(tau)] = {"dev_accuracy": scores, "rounds": stats["rounds"]}
+        kept = [x["kept"] for x in stats["rounds"]]
+        print(f"  tau {tau}: dev {scores}  kept per round {kept}", flush=True)
+    grid["seconds"] = round(time.perf_counter() - t0, 1)
+    return grid
+
+
+def run_selftrain_head(X, y, texts, U, pool, Xt, tt, yt, settings, base: dict) -> dict:
+    """Self-train from the base row's head (same seed and data, so the same first fit)."""
+    from assistant.router_head import IntentHead
+    from assistant.router_selftrain import self_train
+
+    t0 = time.perf_counter()
+    head, stats = self_train(
+        X, y, texts, U, pool, settings, make_head=lambda: IntentHead(seed=0), base=base["_model"]
+    )
+    train_s = base["train_s"] + time.perf_counter() - t0  # the base fit counts too
+    proba = head.predict_proba(Xt, tt)
+    pred = [head.classes[i] for i in proba.argmax(axis=1)]
+    res = {
+        "train_s": round(train_s, 1),
+        "pool": len(pool),
+        "kept": stats["kept"],
+        "rounds": stats["rounds"],
+        "settings": settings.as_dict(),
+        "temperature": round(head.temperature, 3),
+    }
+    res.update(_scores(pred, proba, yt))
+    return res | {"_model": head}
+
+
 def run_lr(X, y, Xt, yt, C: float) -> dict:
     from sklearn.linear_model import LogisticRegression
 
@@ -261,6 +368,16 @@ def main() -> None:
     )
     ap.add_argument("--ft-max-seconds", type=float, default=0.0)
     ap.add_argument("--ft-seed", type=int, default=0)
+    ap.add_argument("--selftrain", action="store_true", help="add self-training rows (10-shot)")
+    ap.add_argument(
+        "--selftrain-dev",
+        action="store_true",
+        help="only print dev accuracy of self-training over --st-taus x rounds 1..--st-max-rounds",
+    )
+    ap.add_argument("--st-tau", type=float, default=0.5, help="tau for --selftrain (chosen on dev)")
+    ap.add_argument("--st-rounds", type=int, default=2, help="rounds for --selftrain (dev)")
+    ap.add_argument("--st-taus", default="0.4,0.5,0.6,0.7", help="tau grid for --selftrain-dev")
+    ap.add_argument("--st-max-rounds", type=int, default=2, help="rounds grid for --selftrain-dev")
     ap.add_argument("--out", default=None, help="results file name (default: intents[_finetune])")
     args = ap.parse_args()
 
@@ -284,6 +401,9 @@ def main() -> None:
             concat=not args.ft_no_concat,
         )
     data = load_banking77(args.data)
+    if args.selftrain_dev:
+        _selftrain_dev(args, data, ft_settings, device)
+        return
     tt, yt = data["test"]
     Xt = cached_embeddings(tt, "b77_test")
     splits = ["10-shot"] if args.quick else ["10-shot", "full"]
@@ -310,6 +430,26 @@ def main() -> None:
             rows["llmos IntentHead + fine-tuned MiniLM"] = run_finetuned_head(
                 texts, y, tt, yt, ft_settings, device
             )
+        if args.selftrain and split == "10-shot":
+            from assistant.router_selftrain import SelfTrainSettings
+
+            st = SelfTrainSettings(tau=args.st_tau, rounds=args.st_rounds)
+            _, pool_idx = selftrain_split(data)
+            pool, rows_of = selftrain_pool(data, pool_idx)
+            U = cached_embeddings(data["full"][0], "b77_full")[rows_of]
+            tag = f"(10 labelled/intent + {len(pool)} unlabelled train texts)"
+            print(f"   self-training {tag}, tau {st.tau}, rounds {st.rounds}", flush=True)
+            rows[f"llmos IntentHead + self-training {tag}"] = run_selftrain_head(
+                X, y, texts, U, pool, Xt, tt, yt, st, rows["llmos IntentHead"]
+            )
+            if ft_settings is not None:
+                ft = rows["llmos IntentHead + fine-tuned MiniLM"]
+                Xf = ft["_encoder"].encode(texts)  # the row's own vectors: same encoder
+                Uf = ft["_encoder"].encode(pool)
+                Xtf = ft["_encoder"].encode(tt)
+                rows[f"llmos IntentHead + fine-tuned + self-training {tag}"] = run_selftrain_head(
+                    Xf, y, texts, Uf, pool, Xtf, tt, yt, st, ft
+                )
         results["splits"][split] = {
             k: {a: b for a, b in v.items() if not a.startswith("_")} for k, v in rows.items()
         }
@@ -319,12 +459,62 @@ def main() -> None:
         split.pop("_models")
     _print(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / (args.out or ("intents_finetune.json" if args.finetune else "intents.json"))
+    default = "intents_finetune" if args.finetune else "intents"
+    out = RESULTS / (args.out or (default + ("_selftrain" if args.selftrain else "") + ".json"))
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, out)
     print(f"wrote {out.relative_to(ROOT)}")
     print(f"reproduce: PYTHONPATH=. python3 {results['command']}")
+
+
+def _selftrain_dev(args, data: dict, ft_settings, device: str) -> None:
+    """Choose tau and rounds: dev accuracy only, the test set is not even loaded."""
+    taus = [float(t) for t in args.st_taus.split(",")]
+    texts, y = data["10-shot"]
+    full_texts, full_y = data["full"]
+    dev, pool_idx = selftrain_split(data)
+    pool, rows_of = selftrain_pool(data, pool_idx)
+    Xfull = cached_embeddings(full_texts, "b77_full")
+    td, yd = [full_texts[i] for i in dev], [full_y[i] for i in dev]
+    print(
+        f"== self-training dev: {len(texts)} labelled, {len(pool)} unlabelled "
+        f"({len(pool_idx)} pool rows before dedupe), dev {len(dev)} (seed {SELFTRAIN_SEED})",
+        flush=True,
+    )
+    views: dict = {"frozen": (cached_embeddings(texts, "b77_10shot"), Xfull[rows_of], Xfull[dev])}
+    if ft_settings is not None:
+        from assistant.router_finetune import ConcatEncoder, finetune_encoder
+        from knowledge.embed import shared_embedder
+
+        tuned, _ = finetune_encoder(shared_embedder().load(), texts, y, ft_settings, device=device)
+        enc = ConcatEncoder(shared_embedder(), tuned) if ft_settings.concat else tuned
+        views["fine-tuned"] = (enc.encode(texts), enc.encode(pool), enc.encode(td))
+    out: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["benchmarks/intents.py", *sys.argv[1:]]),
+        "machine": _machine(device),
+        "dev": {"n": len(dev), "seed": SELFTRAIN_SEED, "pool": len(pool)},
+        "grids": {},
+    }
+    for name, (X, U, Xd) in views.items():
+        print(f"-- {name} encoder", flush=True)
+        out["grids"][name] = selftrain_dev_grid(
+            X, y, texts, U, pool, Xd, td, yd, taus, args.st_max_rounds
+        )
+    for name, g in out["grids"].items():
+        print(f"\ndev accuracy, {name} encoder (base {g['base']:.2f}; {g['seconds']} s)")
+        rounds = range(1, args.st_max_rounds + 1)
+        print(f"{'tau':>6} " + " ".join(f"{'rounds ' + str(r):>9}" for r in rounds))
+        for tau, row in g["rows"].items():
+            accs = " ".join(f"{row['dev_accuracy'][r]:9.2f}" for r in rounds)
+            print(f"{tau:>6} {accs}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / (args.out or "intents_selftrain_dev.json")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    os.replace(tmp, path)
+    print(f"wrote {path.relative_to(ROOT)}")
 
 
 def _load_encoder(model_dir: Path | None, device: str | None) -> str:

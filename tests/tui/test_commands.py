@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tui.commands import COMMANDS, CommandError, complete, help_markdown, parse
 from assistant.exports import export_session, source_label, transcript_markdown
+from tui.commands import COMMANDS, CommandError, complete, help_markdown, parse
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ def connect(path: Path, error: type[Exception], what: str) -> sqlite3.Connection
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30.0)
-        db.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(db)
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=30000")
@@ -37,6 +37,27 @@ def connect(path: Path, error: type[Exception], what: str) -> sqlite3.Connection
             db.close()  # e.g. a full disk while switching to WAL: leave no handle behind
         raise error(f"cannot open the {what} {path}: {exc}") from None
     return db
+
+
+def _enable_wal(db: sqlite3.Connection, patience_s: float = 30.0) -> None:
+    """Switch to WAL, retrying while another process does the same.
+
+    Two processes opening a new database at once (``llmos serve --workers 2`` on a fresh
+    project) both ask for WAL; the switch needs an exclusive lock, and SQLite answers "database
+    is locked" at once instead of waiting, since waiting could deadlock. The other process
+    finishes within milliseconds, so a short retry is enough.
+    """
+    deadline = time.monotonic() + patience_s
+    pause = 0.01
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
 
 
 def migrate(
@@ -54,6 +75,12 @@ def migrate(
             if fn.__name__ in done:
                 continue
             with transaction():
+                # Another process opening the same new database may have applied it between
+                # the read above and this write transaction (workers starting together).
+                if db.execute(
+                    "SELECT 1 FROM _migrations WHERE name = ?", (fn.__name__,)
+                ).fetchone():
+                    continue
                 fn(db)
                 db.execute(
                     "INSERT INTO _migrations (name, applied) VALUES (?, ?)",

@@ -3,11 +3,17 @@ other threads never fail or see a half-written document while files are being in
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from knowledge.base import KnowledgeBase
 from tests.knowledge._kb_support import FakeEmbedder
+from tests.reliability.conftest import REPO
 
 
 def test_searches_during_ingestion_never_fail_or_see_partial_documents(tmp_path: Path) -> None:
@@ -52,3 +58,37 @@ def test_searches_during_ingestion_never_fail_or_see_partial_documents(tmp_path:
         assert stats["documents"] == 26 and stats["vectors"] == stats["chunks"] + stats["faq"]
     finally:
         kb.close()
+
+
+_OPEN_AT = """
+import sys, time
+from pathlib import Path
+from assistant.sessions import SessionStore
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+SessionStore(Path(sys.argv[1])).close()
+print("opened")
+"""
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_processes_opening_a_new_session_database_at_once_all_succeed(tmp_path, round_):
+    """``llmos serve --workers 4`` on a fresh project: every worker creates the database at the
+    same moment and each asks for WAL mode, which SQLite refuses at once ("database is locked")
+    to a loser instead of waiting. Each must open it anyway."""
+    db = tmp_path / "sessions.db"
+    start = time.time() + 3.0  # the interpreters start first, then all open together
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_AT, str(db), repr(start)],
+            cwd=str(REPO),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-500:] for _, err in results]
+    assert all(out.strip() == "opened" for out, _ in results)

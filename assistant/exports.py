@@ -8,13 +8,13 @@ An export holds the conversation's text, so deleting a session must take its exp
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from knowledge.atomic import atomic_write
 
 
 def source_label(d: dict[str, Any]) -> str:
@@ -62,17 +62,7 @@ def export_session(
     exports_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now if now is not None else time.time()))
     out = exports_dir / f"{stamp}-{_slug(title)}-{_slug(session_id)}.md"
-    data = transcript_markdown(title, session_id, turns).encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=exports_dir, prefix=".export-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out, transcript_markdown(title, session_id, turns).encode("utf-8"))
     return out
 
 
@@ -103,7 +93,7 @@ def prune_exports(exports_dir: Path, keep: Callable[[str], bool], now: float | N
     for path in sorted(exports_dir.iterdir()):
         if not path.is_file() or path.is_symlink():
             continue
-        if path.name.startswith(".export-") and path.suffix == ".tmp":
+        if path.name.startswith(".") and path.suffix == ".tmp":  # atomic_write's temp files
             doomed = now - path.stat().st_mtime > STALE_TMP_S
         elif path.suffix == ".md":
             sid = exported_session(path)

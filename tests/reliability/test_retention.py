@@ -389,7 +389,8 @@ def test_exports_of_deleted_and_swept_sessions_go_with_them(
         assert canaries[2].encode() in path.read_bytes()
     note = exports / "my-notes.md"  # not an export: no session header, left alone
     note.write_text(f"# notes\n\nabout {gone[2]}\n")
-    stale_tmp, fresh_tmp = exports / ".export-old.tmp", exports / ".export-new.tmp"
+    stale_tmp = exports / ".20260101-000000-x-gone.md.k2j4.tmp"  # atomic_write's temp names
+    fresh_tmp = exports / ".20260101-000000-y-kept.md.a8f1.tmp"
     stale_tmp.write_text(gone[3])
     fresh_tmp.write_text("an export being written right now")
     clock.offset = 0.0

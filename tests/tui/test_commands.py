@@ -96,7 +96,7 @@ def test_export_writes_markdown_atomically(tmp_path):
     assert out.parent == tmp_path / "exports" and out.suffix == ".md"
     assert "# Delivery / questions" in text and "**You:** delivery?" in text
     assert "- ship.md, chars 1-9" in text and "- kettle made_by Juniper" in text
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(".export-")]
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temp file left
 
 
 def test_source_label_matches_the_api_label():

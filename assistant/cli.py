@@ -325,19 +325,21 @@ def train_router(
 def _selftrain_source(
     project: str | None, unlabelled: Path | None, tau: float | None
 ) -> tuple[list[str], dict[str, Any]] | None:
-    """The unlabelled texts and self-training settings for this run; None: no self-training."""
+    """The unlabelled texts and self-training settings that override llmos.yaml for this run;
+    None: nothing to override (the assistant reads ``router.unlabelled`` itself, and a bad
+    file there stops it before the router trains)."""
     from assistant.config import load_config
     from assistant.errors import RouterError
     from assistant.project import resolve_project
     from assistant.router_selftrain import SelfTrainSettings, read_unlabelled_file
 
+    if unlabelled is None and tau is None:
+        return None
     proj = resolve_project(project)
     cfg = load_config(proj.config_file)
     uc = cfg.router.unlabelled
-    if unlabelled is None and uc is None:
-        if tau is not None:
-            raise RouterError("--tau needs --unlabelled FILE or router.unlabelled in llmos.yaml")
-        return None
+    if unlabelled is None and uc is None:  # so --tau was given alone
+        raise RouterError("--tau needs --unlabelled FILE or router.unlabelled in llmos.yaml")
     settings = uc.settings() if uc is not None else {}
     if tau is not None:
         settings["tau"] = tau

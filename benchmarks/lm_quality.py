@@ -101,7 +101,7 @@ def table(rows: list[list[Any]], header: list[str]) -> str:
 
 # Batch 16 and lr 2e-3 for both models, chosen on our char model's validation loss (there is
 # no separate test text): at a fixed 1,100 steps lr 1.5e-3 gave 1.699, 2e-3 1.691, 3e-3 1.721;
-# at 300 s batch 8 and 32 were worse than 16 (session 5).
+# at 300 s batch 8 and 32 were worse than 16 (session 5, before the char-tokenizer fix).
 N_LAYER, N_EMBD, N_HEAD, BLOCK, BATCH, LR = 4, 192, 4, 128, 16, 2e-3
 
 

@@ -271,7 +271,7 @@ def train_lm(
     parts = None
     if cfg.fused_loss and accelerator is None and isinstance(ctx, contextlib.nullcontext):
         parts = fused_loss_parts(model)
-    body = parts[0] if parts else None
+    body, head = parts if parts else (None, None)
     if cfg.compile:  # one compiled graph: the training forward (evaluation runs eager)
         if body is not None:
             body = torch.compile(body)
@@ -279,9 +279,9 @@ def train_lm(
             fwd = torch.compile(fwd)
 
     def batch_loss(x: Any, y: Any) -> Any:
-        if body is not None and parts is not None:
+        if body is not None:
             hidden = body(input_ids=x).last_hidden_state
-            return linear_cross_entropy(hidden, parts[1].weight, y)
+            return linear_cross_entropy(hidden, head.weight, y)
         with ctx:
             logits = fwd(input_ids=x).logits
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())

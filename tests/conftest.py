@@ -71,3 +71,15 @@ def demo_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "demo"
     shutil.copytree(DEMO_ROOT, dst, ignore=shutil.ignore_patterns("__pycache__"))
     return dst
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: router training is many small ops, which a second
+    thread only slows down on these 2 cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

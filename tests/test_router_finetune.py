@@ -29,12 +29,7 @@ TEXTS = {
 SMALL = {"epochs": 2, "batch_size": 8, "lr": 5e-5}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data() -> tuple[list[str], list[str]]:

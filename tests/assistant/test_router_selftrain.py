@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from assistant.errors import RouterError
 from assistant.router import Example, IntentRouter, fingerprint
@@ -27,13 +26,7 @@ from assistant.router_selftrain import (
     self_train,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- pool preparation ----------------------------------------------------------------------

@@ -279,7 +279,7 @@ def train_lm(
             fwd = torch.compile(fwd)
 
     def batch_loss(x: Any, y: Any) -> Any:
-        if body is not None:
+        if body is not None and head is not None:
             hidden = body(input_ids=x).last_hidden_state
             return linear_cross_entropy(hidden, head.weight, y)
         with ctx:

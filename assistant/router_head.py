@@ -307,10 +307,17 @@ class IntentHead:
         texts: Sequence[str] | None = None,
         *,
         on_progress: Any = None,
+        calibrate: bool = True,
+        calibrate_on: np.ndarray | None = None,
     ) -> IntentHead:
         """Train on ``X`` (n, dim) with labels ``y``; ``texts`` switch on the n-gram view.
 
         ``on_progress(done, total, info)`` is called after each of the k+1 fits.
+        ``calibrate=False`` skips the k extra fits (temperature 1), for callers that calibrate
+        the head themselves. ``calibrate_on`` (boolean, one per row) limits the rows whose
+        out-of-fold logits fit the temperature: self-training passes its human-labelled rows,
+        because the head's own pseudo-labels agree with it by construction and would make it
+        look surer than it is.
         """
         X = _check_matrix(X)
         if isinstance(y, str) or len(y) != X.shape[0]:
@@ -322,6 +329,12 @@ class IntentHead:
         if len(classes) < 2:
             raise ValueError("need examples of at least two intents to train a classifier")
         texts = _check_texts(texts, X.shape[0])
+        if calibrate_on is None:
+            calib = np.ones(X.shape[0], dtype=bool)
+        else:
+            calib = np.asarray(calibrate_on, dtype=bool)
+            if calib.shape != (X.shape[0],) or not calib.any():
+                raise ValueError("calibrate_on must mark at least one of the rows of X")
         index = {c: i for i, c in enumerate(classes)}
         yi = np.array([index[c] for c in labels], dtype=np.int64)
         n = len(yi)
@@ -330,7 +343,7 @@ class IntentHead:
 
         counts = np.bincount(yi, minlength=len(classes))
         k = int(min(self.hparams["cv_folds"], max(2, int(np.median(counts)))))
-        calibrate = k >= 2 and n >= 2 * len(classes)
+        calibrate = calibrate and k >= 2 and n >= 2 * len(classes)
         total = (k if calibrate else 0) + 1
         bar = tqdm(total=total, desc="router head", unit="fit", disable=None, leave=False)
         done = 0
@@ -353,8 +366,8 @@ class IntentHead:
                     params = self._train(X[tr], yi[tr], _take(texts, tr), len(classes), f + 1)
                     oof[te] = self._logits(params, X[te], _take(texts, te))
                     tick(f"fold {f + 1}/{k}")
-                temperature = _fit_temperature(oof, yi)
-                self.cv_accuracy = float((oof.argmax(axis=1) == yi).mean())
+                temperature = _fit_temperature(oof[calib], yi[calib])
+                self.cv_accuracy = float((oof[calib].argmax(axis=1) == yi[calib]).mean())
             params = self._train(X, yi, texts, len(classes), 0)
             tick("final")
         finally:

@@ -135,6 +135,32 @@ def test_a_round_that_keeps_the_same_labels_stops():
     assert stats["kept"] == len(U)
 
 
+def test_the_temperature_is_fitted_on_the_labelled_rows_only():
+    # Noisy labelled rows (a third of them mislabelled) plus many easy pseudo-labelled ones:
+    # fitted on every row, the temperature would be set by the easy rows and the head would
+    # claim far more confidence than its labelled examples support.
+    X, y, U, truth = _clusters(per_class=12, unlabelled=60)
+    rng = np.random.default_rng(1)
+    noisy = list(y)
+    for i in rng.choice(len(y), size=len(y) // 3, replace=False):
+        noisy[i] = {"a": "b", "b": "c", "c": "a"}[noisy[i]]
+    X2, y2 = np.vstack([X, U]), [*noisy, *truth]
+    labelled = np.arange(len(X2)) < len(X)
+    everything = _head().fit(X2, y2)
+    only_labelled = _head().fit(X2, y2, calibrate_on=labelled)
+    assert only_labelled.temperature > everything.temperature
+    assert only_labelled.cv_accuracy is not None and everything.cv_accuracy is not None
+    assert only_labelled.cv_accuracy < everything.cv_accuracy  # measured on the noisy rows
+    with pytest.raises(ValueError, match="calibrate_on"):
+        _head().fit(X2, y2, calibrate_on=np.zeros(len(X2), dtype=bool))
+
+    # self_train passes the mask: its head is as cautious as one fitted with it directly
+    head, _ = self_train(
+        X, noisy, None, U, None, SelfTrainSettings(tau=0.01, rounds=1), make_head=_head
+    )
+    assert head.temperature > everything.temperature
+
+
 def test_texts_for_one_side_only_is_an_error():
     X, y, U, _ = _clusters()
     with pytest.raises(ValueError, match="both"):

@@ -35,19 +35,17 @@ def _linear_ce_function() -> Any:
                 h = hidden[s : s + chunk]
                 t = targets[s : s + chunk]
                 k = keep[s : s + chunk]
-                t_safe = torch.where(k, t, 0)
-                logits = (h @ weight.t()).float()
-                lse = torch.logsumexp(logits, dim=-1)
-                picked = logits.gather(1, t_safe[:, None]).squeeze(1)
-                total += ((lse - picked) * k).sum()
+                nll, probs = _block((h @ weight.t()).float(), torch.where(k, t, 0))
+                total += (nll * k).sum()
                 if need_grad:
-                    # d(mean CE)/d(logits) = (softmax - one_hot) / n, zero on ignored rows.
-                    probs = logits.sub_(lse[:, None]).exp_()
-                    probs[torch.arange(len(t_safe), device=t.device), t_safe] -= 1.0
-                    probs.mul_((k.to(probs.dtype) / max(n, 1))[:, None])
+                    # d(mean CE)/d(logits) = (softmax - one_hot) / n, zero on ignored rows;
+                    # the row scale is applied to the [chunk, d] operands, not the block.
                     probs = probs.to(h.dtype)
-                    grad_h[s : s + chunk] = probs @ weight  # type: ignore[index]
-                    grad_w.addmm_(probs.t(), h)  # type: ignore[union-attr]
+                    scale = (k.to(h.dtype) / max(n, 1))[:, None]
+                    g = grad_h[s : s + chunk]  # type: ignore[index]
+                    torch.mm(probs, weight, out=g)
+                    g.mul_(scale)
+                    grad_w.addmm_(probs.t(), h * scale)  # type: ignore[union-attr]
             if need_grad:
                 ctx.save_for_backward(grad_h, grad_w)
             return total / max(n, 1)
@@ -58,6 +56,18 @@ def _linear_ce_function() -> Any:
             return grad_h * grad_out, grad_w * grad_out, None, None
 
     return LinearCrossEntropy
+
+
+def _block(logits: Any, targets: Any) -> tuple[Any, Any]:
+    """Per-row loss and ``softmax - one_hot`` of a ``[chunk, vocab]`` block, in eager torch:
+    one log-softmax and one in-place exp, two passes over the block."""
+    import torch
+
+    logp = torch.log_softmax(logits, dim=-1)
+    nll = -logp.gather(1, targets[:, None]).squeeze(1)
+    probs = logp.exp_()
+    probs[torch.arange(len(targets), device=targets.device), targets] -= 1.0
+    return nll, probs
 
 
 _FN: Any = None
@@ -71,7 +81,9 @@ def linear_cross_entropy(hidden: Any, weight: Any, targets: Any, chunk: int | No
     ``targets`` (``IGNORE_INDEX`` rows skipped), equal to ``F.cross_entropy`` on the logits.
 
     ``chunk`` rows at a time; by default as many as keep a chunk's logits near
-    ``CHUNK_ELEMENTS`` (a small vocabulary, e.g. characters, is done in one chunk)."""
+    ``CHUNK_ELEMENTS`` (a small vocabulary, e.g. characters, is done in one chunk). The
+    per-block softmax stays eager under ``--compile`` too: a ``torch.compile``d version
+    (logsumexp, exp and the one-hot in one fused loop) was no faster here than ``_block``."""
     global _FN
     if _FN is None:
         _FN = _linear_ce_function()

@@ -42,6 +42,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -366,7 +367,11 @@ class SessionStore:
             self._db.close()
             raise _save_error(exc, f"cannot open the session database {self.path}") from None
         self._db_lock = threading.RLock()
-        self._session_locks: dict[str, SessionLock] = {}
+        # Weak: a session's lock lives while a turn holds or waits for it, so a long-running
+        # server does not keep one per session it ever saw.
+        self._session_locks: weakref.WeakValueDictionary[str, SessionLock] = (
+            weakref.WeakValueDictionary()
+        )
         self._locks_guard = threading.Lock()
         self._local = threading.local()
         self.lock_timeout_s = 120.0

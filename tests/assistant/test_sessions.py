@@ -92,6 +92,27 @@ def test_concurrent_turns_one_session_in_order(store):
     assert order == sorted(order)
 
 
+def test_session_locks_are_not_kept_for_every_session_ever_seen(store):
+    import gc
+
+    held = store.lock("busy")
+    with held:
+        for i in range(200):
+            with store.lock(f"s{i}"):
+                pass
+        gc.collect()
+        # the lock in use is shared, the 200 finished sessions left nothing behind
+        assert store.lock("busy") is held
+        assert list(store._session_locks) == ["busy"]
+        got: list[bool] = []
+        other = threading.Thread(target=lambda: got.append(store.lock("busy").acquire(0.05)))
+        other.start()
+        other.join()
+        assert got == [False]  # another thread still waits for the same lock
+    assert store.lock("busy").acquire(timeout=1)  # free again once released
+    store.lock("busy").release()
+
+
 def test_tickets(store):
     sid = store.create().id
     t1 = store.open_ticket(sid, "asked for a person")

@@ -247,7 +247,7 @@ def held_out_temperature(
     scored = np.zeros(len(yi), dtype=bool)
     for f in range(k):
         tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        t_tr = None if texts is None else [texts[i] for i in tr]
+        t_tr = None if texts is None else [texts[int(i)] for i in tr]
         y_tr = [yl[i] for i in tr]
         if len(set(y_tr)) < 2:
             continue
@@ -255,8 +255,8 @@ def held_out_temperature(
         idx, labels, _ = pseudo_label(base, U, pool, tau)
         t2 = None if t_tr is None or pool is None else [*t_tr, *(pool[i] for i in idx)]
         head = make_head().fit(np.vstack([X[tr], U[idx]]), [*y_tr, *labels], t2, calibrate=False)
-        proba = head.predict_proba(X[te], None if texts is None else [texts[i] for i in te])
-        cols = [index[c] for c in head.classes]
+        proba = head.predict_proba(X[te], None if texts is None else [texts[int(i)] for i in te])
+        cols = np.array([index[c] for c in head.classes], dtype=np.int64)
         oof[np.ix_(te, cols)] = np.log(np.clip(proba, 1e-300, 1.0))  # logits up to a row shift
         known = set(head.classes)
         scored[te] = [yl[i] in known for i in te]  # a class missing from the fold's training

@@ -80,6 +80,8 @@ class TrainConfig:
             raise LMError("tokenizer must be 'bpe' or 'char'")
         if self.steps is not None and self.steps <= 0:
             raise LMError("--steps must be positive")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise LMError("--warmup must be 0 or more steps")
         if self.grad_accum < 1 or self.eval_interval < 1 or self.eval_iters < 1:
             raise LMError("grad_accum, eval_interval and eval_iters must be at least 1")
         get_preset(self.preset)
@@ -459,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--time")
     p.add_argument("--optimizer", default="adamw")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--warmup", type=int)
     p.add_argument("--eval-interval", type=int, default=100)
     p.add_argument("--block-size", type=int)
     p.add_argument("--vocab-size", type=int)
@@ -468,6 +472,8 @@ def main(argv: list[str] | None = None) -> None:
         preset=a.preset,
         steps=a.steps,
         optimizer=a.optimizer,
+        learning_rate=a.lr,
+        warmup_steps=a.warmup,
         eval_interval=a.eval_interval,
         block_size=a.block_size,
         vocab_size=a.vocab_size,

@@ -49,6 +49,9 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
         lr: float | None = typer.Option(
             None, "--lr", help="Peak learning rate (default: preset's)."
         ),
+        warmup: int | None = typer.Option(
+            None, "--warmup", help="Warmup steps before the cosine decay (default: preset's)."
+        ),
         batch_size: int | None = typer.Option(None, "--batch-size"),
         block_size: int | None = typer.Option(None, "--block-size", help="Context length."),
         grad_accum: int = typer.Option(1, "--grad-accum"),
@@ -78,6 +81,7 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
                 time_budget_s=budget,
                 optimizer=optimizer,
                 learning_rate=lr,
+                warmup_steps=warmup,
                 batch_size=batch_size,
                 block_size=block_size,
                 grad_accum=grad_accum,

@@ -39,6 +39,8 @@ def test_train_models_eval_finetune(project, corpus_file, chat_file, tmp_path):
                 "tiny",
                 "--steps",
                 "6",
+                "--warmup",
+                "2",
                 "--eval-interval",
                 "3",
                 "--block-size",
@@ -53,6 +55,9 @@ def test_train_models_eval_finetune(project, corpus_file, chat_file, tmp_path):
     assert "validation loss" in out
     lm_dir = project / "models" / "lm"
     assert (lm_dir / "best" / "model.safetensors").is_file()
+    from lm.checkpoint import load_training_state
+
+    assert load_training_state(lm_dir / "last")[0]["config"]["warmup_steps"] == 2
     out = _ok(
         runner.invoke(
             app,
@@ -119,7 +124,7 @@ def test_train_models_eval_finetune(project, corpus_file, chat_file, tmp_path):
     assert "lm-lora" in listing and "lm-chat/merged" in listing
 
 
-def test_cli_errors_are_one_line(project, tmp_path):
+def test_cli_errors_are_one_line(project, tmp_path, corpus_file):
     from assistant.errors import LlmosError
 
     (tmp_path / "empty.txt").write_text("")
@@ -168,5 +173,8 @@ def test_cli_errors_are_one_line(project, tmp_path):
         ],
     )
     assert isinstance(r.exception, LlmosError) and "duration" in str(r.exception)
+    args = ["train", "lm", "--corpus", str(corpus_file), "--steps", "2", "--warmup", "-1"]
+    r = runner.invoke(app, [*args, "--project", str(project)])
+    assert isinstance(r.exception, LlmosError) and "--warmup" in str(r.exception)
     out = _ok(runner.invoke(app, ["models", "--project", str(project)]))
     assert "no models" in out

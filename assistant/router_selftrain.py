@@ -172,7 +172,8 @@ def self_train(
         settings: tau and rounds.
         make_head: a fresh, untrained head (the same hyper-parameters every round).
         base: the head already trained on the labelled examples alone, to skip that fit.
-        on_round: called with (round, head) after each retrain (the benchmark scores them).
+        on_round: called with (round, head) after each retrain (the benchmark scores them); the
+            last round's head gets its held-out temperature only after this call.
 
     Returns the last head and ``{"pool", "kept", "rounds": [{"round", "kept",
     "mean_confidence", "changed"}, ...]}``; ``changed`` counts pool rows whose kept label
@@ -185,6 +186,9 @@ def self_train(
     rounds: list[dict[str, Any]] = []
     kept_n = 0
     prev: dict[int, str] = {}
+    # The last round's own cross-validated temperature would be replaced by the held-out one:
+    # skip its k fits when the held-out one can be computed.
+    held_out = _held_out_folds(y) is not None
     if len(U):
         for r in range(1, settings.rounds + 1):
             idx, labels, conf = pseudo_label(head, U, pool, settings.tau)
@@ -196,7 +200,8 @@ def self_train(
             y2 = [*y, *labels]
             t2 = None if texts is None or pool is None else [*texts, *(pool[i] for i in idx)]
             labelled = np.arange(len(X2)) < len(X)
-            head = make_head().fit(X2, y2, t2, calibrate_on=labelled)
+            last = held_out and r == settings.rounds
+            head = make_head().fit(X2, y2, t2, calibrate=not last, calibrate_on=labelled)
             kept_n, prev = len(idx), now
             rounds.append(
                 {
@@ -208,11 +213,25 @@ def self_train(
             )
             if on_round is not None:
                 on_round(r, head)
-    if rounds:
-        fitted = held_out_temperature(X, y, texts, U, pool, settings.tau, make_head, head.classes)
-        if fitted is not None:
-            head.temperature, head.cv_accuracy = fitted
+    if rounds and held_out:
+        head.temperature, head.cv_accuracy = held_out_temperature(
+            X, y, texts, U, pool, settings.tau, make_head
+        )
     return head, {"pool": len(U), "kept": kept_n, "rounds": rounds}
+
+
+def _held_out_folds(
+    y: Sequence[str], k: int = 3
+) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    """(classes, label ids, stratified fold ids) of the labelled rows, or ``None`` when the
+    classes are too small for two folds."""
+    classes = sorted(set(y))
+    index = {c: i for i, c in enumerate(classes)}
+    yi = np.array([index[c] for c in y], dtype=np.int64)
+    k = int(min(k, max(2, int(np.median(np.bincount(yi, minlength=len(classes)))))))
+    if len(classes) < 2 or len(yi) < 2 * len(classes):
+        return None
+    return classes, yi, _folds(yi, k, 0)
 
 
 def held_out_temperature(
@@ -223,29 +242,25 @@ def held_out_temperature(
     pool: Sequence[str] | None,
     tau: float,
     make_head: Callable[[], IntentHead],
-    classes: list[str],
-    k: int = 3,
-) -> tuple[float, float] | None:
+) -> tuple[float, float | None]:
     """(temperature, out-of-fold accuracy) for a self-trained head, from labelled rows only.
 
-    For each of ``k`` stratified folds of the labelled rows: a head trained on the other folds
+    For each of 3 stratified folds of the labelled rows: a head trained on the other folds
     pseudo-labels the pool, a head trained on those folds + its pseudo-labels (one round, an
     approximation of ``rounds`` > 1) scores the fold. No fold is ever scored by a head whose
-    training data was labelled with its help. ``None`` when the classes are too small for
-    two folds (the caller keeps the temperature it has). Costs k fits on the small labelled
-    set and k on the combined set, about what the head's own calibration costs.
+    training data was labelled with its help. Costs 3 fits on the small labelled set and 3 on
+    the combined set, what the head's own calibration would cost. Needs
+    :func:`_held_out_folds` to be possible (``ValueError`` otherwise).
     """
+    folds = _held_out_folds(y)
+    if folds is None:
+        raise ValueError("too few labelled examples per intent for a held-out temperature")
+    classes, yi, fold = folds
     yl = list(y)
     index = {c: i for i, c in enumerate(classes)}
-    yi = np.array([index[c] for c in yl], dtype=np.int64)
-    counts = np.bincount(yi, minlength=len(classes))
-    k = int(min(k, max(2, int(np.median(counts)))))
-    if k < 2 or len(yi) < 2 * len(classes):
-        return None
-    fold = _folds(yi, k, 0)
     oof = np.full((len(yi), len(classes)), -1e9)
     scored = np.zeros(len(yi), dtype=bool)
-    for f in range(k):
+    for f in range(int(fold.max()) + 1):
         tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         t_tr = None if texts is None else [texts[int(i)] for i in tr]
         y_tr = [yl[i] for i in tr]
@@ -260,8 +275,8 @@ def held_out_temperature(
         oof[np.ix_(te, cols)] = np.log(np.clip(proba, 1e-300, 1.0))  # logits up to a row shift
         known = set(head.classes)
         scored[te] = [yl[i] in known for i in te]  # a class missing from the fold's training
-    if not scored.any():
-        return None
+    if not scored.any():  # no fold had two intents to train on: leave the logits as they are
+        return 1.0, None
     temperature = _fit_temperature(oof[scored], yi[scored])
     return temperature, float((oof[scored].argmax(axis=1) == yi[scored]).mean())
 

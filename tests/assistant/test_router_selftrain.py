@@ -154,7 +154,7 @@ def test_the_temperature_is_fitted_on_the_labelled_rows_only():
     with pytest.raises(ValueError, match="calibrate_on"):
         _head().fit(X2, y2, calibrate_on=np.zeros(len(X2), dtype=bool))
 
-    # self_train passes the mask: its head is as cautious as one fitted with it directly
+    # self_train fits the temperature on held-out labelled folds: cautious on noisy labels too
     head, _ = self_train(
         X, noisy, None, U, None, SelfTrainSettings(tau=0.01, rounds=1), make_head=_head
     )

@@ -7,9 +7,10 @@ second before the first training step and after every ``PROBE_EVERY`` steps of e
 The headline share divides a model's FLOP/s by the *sustained* matmul rate of the samples taken
 during its own run (all their FLOPs over all their time), so both rates are averages over the
 same stretch of time on this shared VM, whose speed drifts by tens of percent within seconds
-(back-to-back 2048^3 matmuls: best 150-170, mean 108-135 GFLOP/s). The share of the best single
-matmul seen anywhere in the run ("burst peak") is printed beside it: it compares an average
-with the luckiest tenth of a second, so it understates every model alike.
+(8 s each of back-to-back 1024^3, 2048^3 and 4096^3 matmuls: best single matmul 148-170,
+mean 108-135 GFLOP/s). The share of the best single matmul seen anywhere in the run ("burst
+peak") is printed beside it: it compares an average with the luckiest tenth of a second, so it
+understates every model alike.
 Model FLOPs per token: 6N (forward + backward over every weight used in a matmul, the tied
 output head included) + 12 * n_layer * n_embd * T for attention scores (PaLM appendix B).
 Our run goes through ``lm.train.train_lm`` (the real loop: data sampling, clipping, schedule;

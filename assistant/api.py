@@ -43,6 +43,9 @@ class Assistant:
         entry_points: load third-party skills from the ``llmos.skills`` entry-point group.
         knowledge: open the knowledge base and ingest the project's sources.
         language_model: load the project's local language model if one is trained.
+        train_router: bring the router up to date now (load it, or train it when its examples
+            or settings changed). ``llmos train router`` passes False: it changes the router's
+            settings first and trains once, instead of training with llmos.yaml's and again.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class Assistant:
         knowledge: bool = True,
         language_model: bool = True,
         extra_skills: list[Any] | None = None,
+        train_router: bool = True,
     ) -> None:
         self.project = project
         project.ensure_dirs()
@@ -101,7 +105,8 @@ class Assistant:
             unlabelled=uc.texts(project.root, project.sessions_db, self.config.pii) if uc else None,
             selftrain=uc.settings() if uc else None,
         )
-        self.router.ensure_trained(self.examples())
+        if train_router:
+            self.router.ensure_trained(self.examples())
         pc = self.config.policy
         self.dialogue = DialogueManager(
             self.router,

@@ -268,7 +268,8 @@ def train_router(
     --unlabelled or router.unlabelled in llmos.yaml, unlabelled user messages)."""
     # read the unlabelled messages before anything loads or trains: a bad file stops here
     selftrain = _selftrain_source(project, unlabelled, tau)
-    bot = _assistant(project, knowledge=False, language_model=False)
+    # the router trains once below, with this command's settings (not first with llmos.yaml's)
+    bot = _assistant(project, knowledge=False, language_model=False, train_router=False)
     try:
         rc = bot.config.router
         if selftrain is not None:

@@ -137,6 +137,9 @@ def test_train_and_eval_router(project_dir, tmp_path):
     r = run_cli(["train", "router", "--project", str(project_dir), "--force"])
     assert r.returncode == 0, r.stderr
     assert "Router trained" in r.stdout
+    r = run_cli(["train", "router", "--project", str(project_dir)])
+    assert r.returncode == 0, r.stderr
+    assert "Router is up to date (" in r.stdout  # the stored router, loaded, not retrained
     data = tmp_path / "heldout.yaml"
     data.write_text(
         "intents:\n  greeting:\n    skill: smalltalk\n    examples: [hey hello, good evening]\n"

@@ -333,10 +333,19 @@ def test_cli_selftrain_and_bad_inputs(project_dir, monkeypatch, capsys, embedder
     p = str(project_dir)
     msgs = project_dir / "messages.txt"
     msgs.write_text("\n".join([*UNLABELLED, "can you summarise this for me", "hi there!"]) + "\n")
+    fits: list[bool] = []
+    real_train = IntentRouter.train
+
+    def counted(self, examples):
+        fits.append(self.selftrain is not None)
+        return real_train(self, examples)
+
+    monkeypatch.setattr(IntentRouter, "train", counted)
     code, out, err = _llmos(
         monkeypatch, capsys, "train", "router", "-p", p, "--unlabelled", str(msgs), "--tau", "0.5"
     )
     assert code == 0, err
+    assert fits == [True]  # one fit, with the messages: not first as llmos.yaml says, then again
     router_dir = project_dir / "models" / "router"
     doc = json.loads((router_dir / "router.json").read_text())
     kept, pool = doc["selftrain"]["kept"], doc["selftrain"]["pool"]

@@ -104,6 +104,7 @@ class Assistant:
             finetune=rc.finetune_settings(),
             unlabelled=uc.texts(project.root, project.sessions_db, self.config.pii) if uc else None,
             selftrain=uc.settings() if uc else None,
+            retrain_after=uc.retrain_after if uc else 0,
         )
         if train_router:
             self.router.ensure_trained(self.examples())

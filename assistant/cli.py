@@ -272,6 +272,7 @@ def train_router(
     bot = _assistant(project, knowledge=False, language_model=False, train_router=False)
     try:
         rc = bot.config.router
+        bot.router.retrain_after = 0  # asked to train: any new message counts
         if selftrain is not None:
             bot.router.set_selftrain(*selftrain)
         if unlabelled is not None and rc.unlabelled is None:

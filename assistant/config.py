@@ -30,13 +30,17 @@ class UnlabelledConfig(_Strict):
     (one ``{"text": ...}`` object per line)."""
     sessions: bool = False
     """Also the user turns stored in this bot's sessions database (PII-redacted first, since
-    the router's files keep n-grams of what it trains on). New messages retrain the router at
-    the next start."""
+    the router's files keep n-grams of what it trains on). The router retrains at a start once
+    ``retrain_after`` messages are new since it was trained."""
     tau: float = Field(0.5, gt=0.0, le=1.0)
     """Keep a pseudo-label when the router's confidence is at least this (0.4-0.7 all helped on
     Banking77; 0.5 with 2 rounds measured best)."""
     rounds: int = Field(1, ge=1, le=10)
     """Label-and-retrain passes over the messages; each costs one more head fit."""
+    retrain_after: int = Field(100, ge=0, le=1_000_000)
+    """A start keeps the stored self-trained router until at least this many messages are new
+    (or gone) since it was trained; 0: retrain on any change. A change to the intents or the
+    settings always retrains, and so does ``llmos train router``."""
     max_pool: int = Field(20_000, ge=1, le=1_000_000)
     """At most this many distinct messages (a fixed sample beyond it): training time and the
     stored router grow with it."""

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ import numpy as np
 from assistant import slots as slot_rules
 from assistant.errors import RouterError
 from knowledge.atomic import atomic_write
+
+LOG = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from assistant.router_finetune import FinetuneSettings
@@ -98,6 +101,7 @@ class IntentRouter:
         finetune: Any = None,
         unlabelled: Sequence[str] | None = None,
         selftrain: Any = None,
+        retrain_after: int = 0,
     ) -> None:
         self.embedder = embedder
         # None: the frozen encoder (default); else a FinetuneSettings or a dict of its fields
@@ -109,6 +113,9 @@ class IntentRouter:
         self._unlabelled_sha256: str | None = None
         self.selftrain_stats: dict[str, Any] | None = None  # of the router trained or loaded
         self.set_selftrain(unlabelled, selftrain)
+        # a stored self-trained router whose examples and settings still match is kept until
+        # this many unlabelled messages are new or gone (0: any change retrains)
+        self.retrain_after = retrain_after
         self.encoder: Any = None  # the fine-tuned encoder when one is trained or loaded
         self.encoder_settings: FinetuneSettings | None = None  # the settings it was made with
         self.finetune_stats: dict[str, Any] | None = None
@@ -121,6 +128,7 @@ class IntentRouter:
         self.example_vecs: np.ndarray = np.zeros((0, 384), dtype=np.float32)
         self.example_intents: list[str] = []
         self.fingerprint: str | None = None
+        self._base_fingerprint: str | None = None  # the same without the unlabelled messages
         self.trained_at: float | None = None
         self.train_seconds: float = 0.0
 
@@ -160,7 +168,7 @@ class IntentRouter:
         self.unlabelled = list(unlabelled)
         self._unlabelled_sha256 = pool_digest(self.unlabelled)
 
-    def _fp_params(self) -> dict[str, Any]:
+    def _fp_params(self, with_pool: bool = True) -> dict[str, Any]:
         # the frozen router's fingerprint is exactly what it was before fine-tuning existed
         if self.finetune is None and self.selftrain is None:
             return self.head_params
@@ -171,7 +179,7 @@ class IntentRouter:
             # the messages by digest: a new one retrains, reordered or repeated ones do not
             params["selftrain"] = {
                 **self.selftrain.as_dict(),
-                "unlabelled_sha256": self._unlabelled_sha256,
+                "unlabelled_sha256": self._unlabelled_sha256 if with_pool else None,
             }
         return params
 
@@ -194,10 +202,38 @@ class IntentRouter:
         fp = fingerprint(examples, self._fp_params())
         if self.fingerprint == fp:
             return False
-        if self.model_dir is not None and self._load(fp):
+        if self.model_dir is not None and (self._load(fp) or self._load_if_pool_close(examples)):
             return False
         self.train(examples)
         return True
+
+    def _load_if_pool_close(self, examples: list[Example]) -> bool:
+        """Load the stored self-trained router when only its unlabelled messages changed, and
+        fewer than ``retrain_after`` of them: with ``sessions: true`` every conversation adds
+        some, and a retrain (minutes) at every start would buy next to nothing."""
+        if self.selftrain is None or self.retrain_after <= 0:
+            return False
+        from assistant.router_selftrain import pool_keys
+
+        base = fingerprint(examples, self._fp_params(with_pool=False))
+        now = pool_keys(self.unlabelled)
+
+        def close(doc: dict[str, Any], tensors: dict[str, np.ndarray]) -> bool:
+            stored = tensors.get("pool_keys")
+            if doc.get("base_fingerprint") != base or stored is None:
+                return False
+            changed = len(np.setxor1d(now, stored.astype(np.uint64), assume_unique=True))
+            if changed >= self.retrain_after:
+                return False
+            LOG.info(
+                "router: %d unlabelled messages changed since it was trained (retrain at %d); "
+                "keeping the stored router",
+                changed,
+                self.retrain_after,
+            )
+            return True
+
+        return self._load(None, accept=close)
 
     def train(self, examples: list[Example]) -> dict[str, Any]:
         from assistant.router_head import IntentHead
@@ -240,6 +276,9 @@ class IntentRouter:
         self.example_vecs = X.astype(np.float32)
         self.example_intents = labels
         self.fingerprint = fingerprint(examples, self._fp_params())
+        self._base_fingerprint = (
+            fingerprint(examples, self._fp_params(with_pool=False)) if self.selftrain else None
+        )
         self.trained_at = time.time()
         self.train_seconds = time.perf_counter() - t0
         if self.model_dir is not None:
@@ -299,10 +338,15 @@ class IntentRouter:
         tensors, meta = self.head.state_dict()
         tensors = {f"head.{k}": np.ascontiguousarray(v) for k, v in tensors.items()}
         tensors["examples"] = np.ascontiguousarray(self.example_vecs)
+        if self.selftrain is not None:
+            from assistant.router_selftrain import pool_keys
+
+            tensors["pool_keys"] = pool_keys(self.unlabelled)
         weights = save(tensors)
         doc = {
             "format": ROUTER_FORMAT,
             "fingerprint": self.fingerprint,
+            "base_fingerprint": self._base_fingerprint,
             "intent_skill": self.intent_skill,
             "example_intents": self.example_intents,
             "head_meta": meta,
@@ -335,7 +379,11 @@ class IntentRouter:
                 "it works until the next start, which retrains it"
             ) from None
 
-    def _load(self, expected_fp: str | None) -> bool:
+    def _load(
+        self,
+        expected_fp: str | None,
+        accept: Callable[[dict[str, Any], dict[str, np.ndarray]], bool] | None = None,
+    ) -> bool:
         from safetensors import SafetensorError
         from safetensors.numpy import load
 
@@ -357,6 +405,8 @@ class IntentRouter:
             if want is not None and hashlib.sha256(blob).hexdigest() != want:
                 return False  # weights of another generation (a save cut short)
             tensors = load(blob)
+            if accept is not None and not accept(doc, tensors):
+                return False
             head_t = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
             head = IntentHead.from_state(head_t, doc["head_meta"])
             example_vecs = tensors["examples"].astype(np.float32)
@@ -370,6 +420,7 @@ class IntentRouter:
         self.intent_skill = dict(doc["intent_skill"])
         self.example_intents = list(doc["example_intents"])
         self.fingerprint = doc.get("fingerprint")
+        self._base_fingerprint = doc.get("base_fingerprint")
         st = doc.get("selftrain")
         self.selftrain_stats = st if isinstance(st, dict) else None
         self.trained_at = doc.get("trained_at")

@@ -89,6 +89,16 @@ def normalise(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
+def pool_keys(unlabelled: Sequence[str]) -> np.ndarray:
+    """64-bit keys of the distinct normalised texts, sorted. Stored with a self-trained router,
+    so that a start can count how many messages are new or gone since it was trained."""
+    keys = {
+        int.from_bytes(hashlib.sha256(k.encode("utf-8", "replace")).digest()[:8], "little")
+        for k in {normalise(t) for t in unlabelled} - {""}
+    }
+    return np.array(sorted(keys), dtype=np.uint64)
+
+
 def pool_digest(unlabelled: Sequence[str]) -> str:
     """sha256 of the distinct normalised texts, in sorted order: the router's fingerprint uses
     it, so reordering or repeating lines of the file does not retrain, a new message does."""

@@ -307,6 +307,32 @@ def test_selftrained_router_persists_reloads_and_retrains_on_change(embedder, tm
     assert "selftrain" not in json.loads((model_dir / "router.json").read_text())
 
 
+def test_a_few_new_messages_keep_the_stored_router(fake_embedder, tmp_path):
+    """``sessions: true`` adds messages with every conversation: a start retrains only once
+    ``retrain_after`` of them are new or gone; other changes always retrain."""
+    ex, d, st = _examples(), tmp_path / "router", {"tau": 0.5}
+
+    def start(messages, examples=ex, retrain_after=2, settings=st):
+        r = IntentRouter(
+            fake_embedder, d, unlabelled=messages, selftrain=settings, retrain_after=retrain_after
+        )
+        return r.ensure_trained(examples), r
+
+    trained, r1 = start(UNLABELLED)
+    assert trained
+    base = json.loads((d / "router.json").read_text())["base_fingerprint"]
+    assert base and base != r1.fingerprint
+    trained, r2 = start([*UNLABELLED, "card gone"])  # one new message: kept
+    assert not trained and r2.trained_at == r1.trained_at and r2.fingerprint == r1.fingerprint
+    assert r2.classify("card gone") == r1.classify("card gone")
+    assert start([*UNLABELLED, "card gone"], retrain_after=0)[0]  # 0: any change retrains
+    grown = [*UNLABELLED, "card gone", "wallet stolen", "topup failed"]
+    assert start(grown)[0]  # two new since the last training: retrained
+    assert not start([*UNLABELLED, "card gone", "topup failed"])[0]  # one gone: kept
+    assert start(grown, examples=ex[:-1])[0]  # the examples changed: always retrained
+    assert start(grown, settings={"tau": 0.6})[0]  # the settings changed: always retrained
+
+
 def test_invalid_selftrain_settings_are_router_errors(fake_embedder):
     with pytest.raises(RouterError, match="tau"):
         IntentRouter(fake_embedder, None, unlabelled=["x"], selftrain={"tau": 2})
@@ -405,3 +431,29 @@ def test_a_start_with_router_unlabelled_keeps_the_self_trained_router(project_di
         assert again.router.selftrain_stats == stats
     finally:
         again.close()
+
+
+def test_sessions_selftraining_retrains_once_enough_turns_are_new(project_dir):
+    """``sessions: true``: the stored user turns are the messages; one new turn does not make
+    the next start retrain (minutes on a real bot), ``retrain_after`` of them do."""
+    from assistant.api import Assistant
+
+    cfg = project_dir / "llmos.yaml"
+    cfg.write_text(
+        cfg.read_text() + "router:\n  unlabelled:\n    sessions: true\n    retrain_after: 2\n"
+    )
+
+    def start_and_say(*texts: str) -> float | None:
+        bot = Assistant.from_project(project_dir, knowledge=False, language_model=False)
+        try:
+            trained_at = bot.router.trained_at
+            for text in texts:
+                bot.chat(text)
+            return trained_at
+        finally:
+            bot.close()
+
+    first = start_and_say("hello there")
+    assert first is not None
+    assert start_and_say("thanks a lot") == first  # one new turn: the stored router
+    assert start_and_say() != first  # two new turns since it was trained: retrained

@@ -224,7 +224,7 @@ class CorsMiddleware:
                     204,
                     [
                         *extra,
-                        (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+                        (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
                         (b"access-control-allow-headers", b"Content-Type, X-API-Key"),
                         (b"access-control-max-age", b"600"),
                     ],

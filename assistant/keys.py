@@ -467,6 +467,14 @@ class KeyStore:
             ).fetchone()
         return str(row[0]) if row else None
 
+    def forget_session(self, session_id: str) -> None:
+        """Drop a deleted session's owner row (and the idempotency key that started it)."""
+        try:
+            with self._tx() as db:
+                db.execute("DELETE FROM session_owners WHERE session_id = ?", (session_id,))
+        except sqlite3.DatabaseError as exc:
+            raise KeyStoreError(f"could not forget the session owner: {exc}") from None
+
     def session_owner(self, session_id: str) -> int | None:
         with self._lock:
             row = self._db.execute(

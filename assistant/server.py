@@ -409,8 +409,10 @@ class Service:
         with self._start_lock:  # a retried "start" must not start two sessions
             if idem is not None:
                 found = self.keys.session_for(key.id, idem)
-                if found is not None:
+                if found is not None and self.assistant.store.exists(found):
                     return found
+                if found is not None:  # deleted since (by its user or the retention sweep)
+                    self.keys.forget_session(found)
             sid = self.assistant.new_session()
             return self.keys.bind_session(sid, key.id, idem)
 
@@ -972,6 +974,29 @@ def create_app(
             }
 
         return await run_in_threadpool(read)
+
+    @app.delete(
+        "/v1/sessions/{session_id}",
+        status_code=204,
+        tags=["chat"],
+        responses=error_responses(*AUTH_ERRORS, 404, 503),
+    )
+    async def delete_session(
+        session_id: str = PathParam(pattern=SESSION_ID_RE.pattern), key: ApiKey = chat_key
+    ) -> Response:
+        """Delete the conversation now, on the user's request: its turns, handoff tickets and
+        exported transcripts, scrubbed from disk (``llmos sessions delete`` does the same). A
+        widget key deletes only the conversations it started; 503 while a turn is in flight."""
+        s = svc()
+
+        def delete() -> None:
+            s.check_access(key, session_id)
+            s.assistant.store.delete(session_id)
+            s.keys.forget_session(session_id)
+            prune_exports(s.assistant.project.exports_dir, s.assistant.store.exists)
+
+        await run_in_threadpool(delete)
+        return Response(status_code=204)
 
     # -- the handoff desk --------------------------------------------------------------
     TicketId = PathParam(ge=1, le=MAX_ID)

@@ -148,6 +148,30 @@ def test_a_widget_key_sees_only_its_own_sessions(api, service_bot):
     assert r.status_code == 200 and len(r.json()["turns"]) == 1
 
 
+def test_a_user_deletes_their_conversation(api, service_bot):
+    first = api.chat("How do I track my order?", idempotency_key="start-42").json()
+    sid = first["session_id"]
+    assert api.chat("I want to talk to a person", sid).json()["handoff"] is not None
+    url = f"/v1/sessions/{sid}"
+    other = api.keys.create("widget", origins=[api.origin])[1]
+    assert api.client.delete(url, headers=api.h(other)).status_code == 404  # not its session
+    assert service_bot.store.exists(sid)
+
+    r = api.client.delete(url, headers=api.h(api.widget))
+    assert r.status_code == 204 and r.content == b""
+    assert not service_bot.store.exists(sid)
+    assert api.client.get(url, headers=api.h(api.widget)).status_code == 404
+    assert api.client.delete(url, headers=api.h(api.widget)).status_code == 404
+    tickets = api.client.get("/v1/tickets", headers=api.h(api.agent)).json()
+    assert sid not in {t["session_id"] for t in tickets}  # its handoff ticket went with it
+    bad = api.client.delete("/v1/sessions/no%20such", headers=api.h(api.widget))
+    assert bad.status_code == 422 and set(bad.json()) == {"error", "detail"}
+
+    # a retried first message with the deleted conversation's key starts a new one
+    again = api.chat("How do I track my order?", idempotency_key="start-42").json()
+    assert again["session_id"] != sid and again["replayed"] is False and again["turn"] == 1
+
+
 def test_desk_flow_from_handoff_to_close(api):
     w, a = api.h(api.widget), api.h(api.agent)
     sid = api.chat("How do I track my order?").json()["session_id"]

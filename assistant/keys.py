@@ -475,6 +475,19 @@ class KeyStore:
         except sqlite3.DatabaseError as exc:
             raise KeyStoreError(f"could not forget the session owner: {exc}") from None
 
+    def prune_owners(self, exists: Callable[[str], bool]) -> int:
+        """Drop the owner rows of sessions that no longer exist (swept); returns how many."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT session_id FROM session_owners")]
+        gone = [(sid,) for sid in ids if not exists(sid)]
+        if gone:
+            try:
+                with self._tx() as db:
+                    db.executemany("DELETE FROM session_owners WHERE session_id = ?", gone)
+            except sqlite3.DatabaseError as exc:
+                raise KeyStoreError(f"could not prune session owners: {exc}") from None
+        return len(gone)
+
     def session_owner(self, session_id: str) -> int | None:
         with self._lock:
             row = self._db.execute(

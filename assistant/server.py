@@ -719,9 +719,11 @@ class RetentionSweeper:
         max_age_s: float,
         interval_s: float,
         exports_dir: Path | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         self.store = store
         self.exports_dir = exports_dir
+        self.keys = keys  # whose owner rows of swept sessions go too
         self.max_age_s = max_age_s
         self.interval_s = interval_s
         self.last: SweepReport | None = None
@@ -745,6 +747,8 @@ class RetentionSweeper:
             report = self.store.sweep(self.max_age_s)
             if self.exports_dir is not None:  # the transcripts exported from swept sessions
                 report.exports_removed = prune_exports(self.exports_dir, self.store.exists)
+            if self.keys is not None:
+                self.keys.prune_owners(self.store.exists)
         except Exception as exc:
             LOG.warning("retention sweep failed: %s", exc)
         else:
@@ -759,7 +763,7 @@ class RetentionSweeper:
             self._stop.wait(self.interval_s)
 
 
-def start_retention(assistant: Any) -> RetentionSweeper | None:
+def start_retention(assistant: Any, keys: KeyStore | None = None) -> RetentionSweeper | None:
     """The background sweep for ``assistant``'s project, or None when retention is not set."""
     cfg = getattr(getattr(assistant, "config", None), "sessions", None)
     if cfg is None or cfg.retention_s is None:
@@ -770,6 +774,7 @@ def start_retention(assistant: Any) -> RetentionSweeper | None:
         cfg.retention_s,
         cfg.sweep_interval_s,
         exports_dir=project.exports_dir if project is not None else None,
+        keys=keys,
     )
     sweeper.start()
     return sweeper
@@ -820,7 +825,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal service
         if service is not None:
-            app.state.sweeper = start_retention(service.assistant)
+            app.state.sweeper = start_retention(service.assistant, service.keys)
             try:
                 yield
             finally:
@@ -832,7 +837,7 @@ def create_app(
         bot = await run_in_threadpool(Assistant, proj)
         service = start(bot)
         app.state.service = service
-        app.state.sweeper = start_retention(bot)
+        app.state.sweeper = start_retention(bot, service.keys)
         try:
             yield
         finally:

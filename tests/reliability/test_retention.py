@@ -460,6 +460,10 @@ def test_server_sweeps_in_the_background_and_logs_counts_only(
     bot = SimpleNamespace(project=proj, config=cfg, store=store)
     caplog.set_level(logging.INFO, logger="assistant.server")
     app = create_app(bot)
+    keys = app.state.service.keys
+    key, _ = keys.create("widget", origins=["https://shop.example"])
+    keys.bind_session("stale", key.id, "first-message-1")
+    keys.bind_session("live", key.id)
     try:
         with TestClient(app) as client:
             sweeper = app.state.sweeper
@@ -472,6 +476,9 @@ def test_server_sweeps_in_the_background_and_logs_counts_only(
         assert not sweeper._thread.is_alive()  # stopped with the app
         assert [s.id for s in store.list_sessions()] == ["live"]
         assert secret.encode() not in b"".join(raw_bytes(store.path).values())
+        # the swept session's owner row (and the idempotency key that started it) went too
+        assert keys.session_owner("stale") is None and keys.session_owner("live") == key.id
+        assert keys.session_for(key.id, "first-message-1") is None
         lines = [r.getMessage() for r in caplog.records if r.name == "assistant.server"]
         sweeps = [ln for ln in lines if ln.startswith("retention sweep:")]
         assert not stale_export.exists() and live_export.exists()

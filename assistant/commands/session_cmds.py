@@ -12,10 +12,28 @@ deleted conversations' bytes from the database and their exported transcripts.
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import typer
 
 from assistant.errors import ConfigError, UnknownSessionError
+
+
+def prune_owner_rows(project: Any, store: Any) -> None:
+    """The HTTP service's ``keys.db`` (when there is one) forgets who started the deleted
+    sessions, and the idempotency keys that started them."""
+    from assistant.keys import KeyStore
+
+    path = Path(project.data_dir) / "keys.db"
+    if not path.is_file():
+        return
+    keys = KeyStore(path)
+    try:
+        keys.prune_owners(store.exists)
+    finally:
+        keys.close()
+
 
 PROJECT_HELP = "Bot project directory (default: current dir or the demo)."
 
@@ -87,6 +105,7 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
         try:
             report = store.sweep(period * 86_400.0)
             report.exports_removed = prune_exports(proj.exports_dir, store.exists)
+            prune_owner_rows(proj, store)
         finally:
             store.close()
         typer.echo(f"{report.line()} (older than {period:g} days)")
@@ -121,6 +140,7 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
             for sid in ids:
                 store.delete(sid)
             removed = prune_exports(proj.exports_dir, store.exists)
+            prune_owner_rows(proj, store)
         finally:
             store.close()
         typer.echo(

@@ -33,6 +33,7 @@ from typer.testing import CliRunner
 from assistant.config import BotConfig, SessionsConfig, load_config
 from assistant.errors import SessionError, UnknownSessionError
 from assistant.exports import export_session, exported_session, prune_exports
+from assistant.keys import KeyStore
 from assistant.sessions import SessionBusyError, SessionStore
 from tests.reliability.conftest import SessionClock
 
@@ -421,6 +422,10 @@ def test_cli_sessions_delete_removes_turns_and_exports(
     canaries = fill_with_canaries(store, "doomed", turns=2)
     export = export_session(proj.exports_dir, "doomed", "doomed", store.turns("doomed"))
     store.close()
+    keys = KeyStore.for_project(proj)  # the HTTP service's: who started which session
+    key, _ = keys.create("widget", origins=["https://shop.example"])
+    keys.bind_session("doomed", key.id, "first-message-7")
+    keys.bind_session("recent", key.id)
     runner = CliRunner()
     r = runner.invoke(app, ["sessions", "delete", "doomed", "nope", "-p", str(project_dir)])
     assert r.exit_code != 0 and "no stored session 'nope'; nothing deleted" in str(r.exception)
@@ -430,6 +435,9 @@ def test_cli_sessions_delete_removes_turns_and_exports(
     assert r.output.strip() == "deleted 1 session and 1 exported transcript"
     assert not export.exists()
     assert hits(raw_bytes(proj.sessions_db), canaries) == {}
+    assert keys.session_owner("doomed") is None and keys.session_owner("recent") == key.id
+    assert keys.session_for(key.id, "first-message-7") is None
+    keys.close()
     r = runner.invoke(app, ["sessions", "--project", str(project_dir)])
     assert "doomed" not in r.output and "recent" in r.output
 

@@ -14,7 +14,9 @@ stock encoder.
 With unlabelled user messages (``set_selftrain``, ``router.unlabelled`` in ``llmos.yaml``), the
 head is self-trained (``assistant.router_selftrain``): it labels those messages itself, keeps
 the confident ones and is retrained on examples + kept. The messages are part of the
-fingerprint, so new ones retrain the router and a start without them does not reuse it.
+fingerprint, so new ones retrain the router and a start without them does not reuse it; with
+``retrain_after`` (``router.unlabelled.retrain_after``) a start keeps the stored router until
+that many messages are new or gone, since session turns arrive with every conversation.
 
 Out of scope: a message whose nearest training example is far away (cosine below
 ``out_of_scope_similarity``) or that the head assigns to an ``out_of_scope`` intent.

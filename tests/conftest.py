@@ -83,3 +83,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def router_fits(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, bool]]:
+    """Every ``IntentRouter.train`` call of the test, as the settings it trained with (the real
+    training runs): proves a command trains once, and with which settings."""
+    from assistant.router import IntentRouter
+
+    fits: list[dict[str, bool]] = []
+    real_train = IntentRouter.train
+
+    def counted(self: IntentRouter, examples: list) -> dict:
+        fits.append(
+            {"selftrain": self.selftrain is not None, "finetune": self.finetune is not None}
+        )
+        return real_train(self, examples)
+
+    monkeypatch.setattr(IntentRouter, "train", counted)
+    return fits

@@ -191,7 +191,7 @@ def test_config_router_section():
     assert settings.pairs == 640 and settings.epochs == 10 and settings.concat
 
 
-def test_cli_train_router_finetune(project_dir, monkeypatch):
+def test_cli_train_router_finetune(project_dir, router_fits):
     import yaml
     from typer.testing import CliRunner
 
@@ -201,17 +201,10 @@ def test_cli_train_router_finetune(project_dir, monkeypatch):
     cfg = yaml.safe_load(cfg_path.read_text()) or {}
     cfg.setdefault("router", {})["finetune_pairs"] = 64  # two steps of 32: a smoke, not a fit
     cfg_path.write_text(yaml.safe_dump(cfg))
-    fits: list[bool] = []
-    real_train = IntentRouter.train
-
-    def counted(self, examples):
-        fits.append(self.finetune is not None)
-        return real_train(self, examples)
-
-    monkeypatch.setattr(IntentRouter, "train", counted)
     r = CliRunner().invoke(app, ["train", "router", "--project", str(project_dir), "--finetune"])
     assert r.exit_code == 0, r.output
-    assert fits == [True]  # one fit, fine-tuned: the frozen router of llmos.yaml is not trained
+    # one fit, fine-tuned: the frozen router of llmos.yaml is not trained first
+    assert router_fits == [{"selftrain": False, "finetune": True}]
     assert "Encoder fine-tuned: 2 steps on " in r.output
     assert "router.finetune_encoder is off" in r.output
     router_dir = project_dir / "models" / "router"

@@ -166,6 +166,8 @@ def test_a_user_deletes_their_conversation(api, service_bot):
     assert sid not in {t["session_id"] for t in tickets}  # its handoff ticket went with it
     bad = api.client.delete("/v1/sessions/no%20such", headers=api.h(api.widget))
     assert bad.status_code == 422 and set(bad.json()) == {"error", "detail"}
+    put = api.client.put(url, headers=api.h(api.widget))  # two routes share the path
+    assert put.status_code == 405 and put.headers["allow"] == "DELETE, GET"
 
     # a retried first message with the deleted conversation's key starts a new one
     again = api.chat("How do I track my order?", idempotency_key="start-42").json()

@@ -235,10 +235,15 @@ class KeyStore:
         self._origins = _Cache()
         self._migrate()
 
+    @staticmethod
+    def path_for(project: Any) -> Path:
+        """Where a bot project's key store lives (beside its sessions database)."""
+        return Path(project.data_dir) / "keys.db"
+
     @classmethod
     def for_project(cls, project: Any) -> KeyStore:
-        """The key store of a bot project (beside its sessions database)."""
-        return cls(Path(project.data_dir) / "keys.db")
+        """The key store of a bot project, created when missing."""
+        return cls(cls.path_for(project))
 
     def close(self) -> None:
         with self._lock:

@@ -89,12 +89,16 @@ def normalise(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
+def _distinct(unlabelled: Sequence[str]) -> set[str]:
+    return {normalise(t) for t in unlabelled} - {""}
+
+
 def pool_keys(unlabelled: Sequence[str]) -> np.ndarray:
     """64-bit keys of the distinct normalised texts, sorted. Stored with a self-trained router,
     so that a start can count how many messages are new or gone since it was trained."""
     keys = {
         int.from_bytes(hashlib.sha256(k.encode("utf-8", "replace")).digest()[:8], "little")
-        for k in {normalise(t) for t in unlabelled} - {""}
+        for k in _distinct(unlabelled)
     }
     return np.array(sorted(keys), dtype=np.uint64)
 
@@ -103,7 +107,7 @@ def pool_digest(unlabelled: Sequence[str]) -> str:
     """sha256 of the distinct normalised texts, in sorted order: the router's fingerprint uses
     it, so reordering or repeating lines of the file does not retrain, a new message does."""
     h = hashlib.sha256()
-    for key in sorted({normalise(t) for t in unlabelled} - {""}):
+    for key in sorted(_distinct(unlabelled)):
         h.update(key.encode("utf-8", "replace") + b"\x00")
     return h.hexdigest()
 

@@ -409,10 +409,10 @@ class Service:
         with self._start_lock:  # a retried "start" must not start two sessions
             if idem is not None:
                 found = self.keys.session_for(key.id, idem)
-                if found is not None and self.assistant.store.exists(found):
-                    return found
-                if found is not None:  # deleted since (by its user or the retention sweep)
-                    self.keys.forget_session(found)
+                if found is not None:
+                    if self.assistant.store.exists(found):
+                        return found
+                    self.keys.forget_session(found)  # deleted since, by its user or a sweep
             sid = self.assistant.new_session()
             return self.keys.bind_session(sid, key.id, idem)
 

@@ -12,12 +12,13 @@ deleted conversations' bytes from the database and their exported transcripts.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import typer
 
 from assistant.errors import ConfigError, UnknownSessionError
+
+PROJECT_HELP = "Bot project directory (default: current dir or the demo)."
 
 
 def prune_owner_rows(project: Any, store: Any) -> None:
@@ -25,17 +26,13 @@ def prune_owner_rows(project: Any, store: Any) -> None:
     sessions, and the idempotency keys that started them."""
     from assistant.keys import KeyStore
 
-    path = Path(project.data_dir) / "keys.db"
-    if not path.is_file():
+    if not KeyStore.path_for(project).is_file():
         return
-    keys = KeyStore(path)
+    keys = KeyStore.for_project(project)
     try:
         keys.prune_owners(store.exists)
     finally:
         keys.close()
-
-
-PROJECT_HELP = "Bot project directory (default: current dir or the demo)."
 
 
 def parse_days(text: str) -> float:

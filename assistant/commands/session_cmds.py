@@ -64,10 +64,14 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
         from assistant.project import resolve_project
         from assistant.sessions import SessionStore
 
-        store = SessionStore(resolve_project(project).sessions_db)
+        proj = resolve_project(project)
+        store = SessionStore(proj.sessions_db)
         try:
-            for s in store.list_sessions():
+            found = store.list_sessions()
+            for s in found:
                 typer.echo(f"{s.id}  {s.turns:4d} turns  {s.title}")
+            if not found:
+                typer.echo(f"No stored conversations in {proj.sessions_db}")
         finally:
             store.close()
 

@@ -28,6 +28,7 @@
     "header{background:var(--c);color:#fff;padding:12px 14px;display:flex;align-items:center}" +
     "h2{font-size:16px;margin:0;flex:1;font-weight:600}" +
     ".close{background:none;border:0;color:#fff;font-size:22px;line-height:1;cursor:pointer;padding:2px 8px;border-radius:6px}" +
+    ".del{font:inherit;font-size:13px;border:1px solid #fff9;margin-right:6px}" +
     "ol{list-style:none;margin:0;padding:12px;flex:1;overflow-y:auto;display:flex;flex-direction:column;gap:10px;background:#f6f7f6}" +
     "li{max-width:85%;padding:8px 11px;border-radius:12px;white-space:pre-wrap;overflow-wrap:anywhere}" +
     ".user{align-self:flex-end;background:var(--c);color:#fff;border-bottom-right-radius:4px}" +
@@ -82,6 +83,8 @@
   panel.hidden = true;
   var head = el("header", {}, null, panel);
   el("h2", { id: "llmos-title" }, title, head);
+  var delBtn = el("button", { class: "close del", type: "button",
+    "aria-label": "Delete this conversation" }, "Delete", head);
   var closeBtn = el("button", { class: "close", type: "button", "aria-label": "Close chat" }, "\u00d7", head);
   var log = el("ol", { "aria-live": "polite", "aria-label": "Conversation", tabindex: "0" }, null, panel);
   var status = el("p", { class: "status", role: "status" }, null, panel);
@@ -153,7 +156,7 @@
     return fetch(base + path, opts);
   }
   function errorBody(res) { return res.json().catch(function () { return null; }); }
-  function forget() { sessionId = null; store(localStorage, SKEY, null); }
+  function forget() { sessionId = null; store(localStorage, SKEY, null); delBtn.hidden = true; }
 
   // -- transcript restore and handoff polling ------------------------------------------------
   function addTurn(t) {
@@ -212,6 +215,7 @@
       if (ev.event === "start" && d.session_id) {
         sessionId = String(d.session_id);
         store(localStorage, SKEY, sessionId);
+        delBtn.hidden = false;
       } else if (ev.event === "chunk" && typeof d.text === "string") {
         textNode.appendData(d.text);
         scroll();
@@ -267,6 +271,30 @@
     input.focus();
   });
   closeBtn.addEventListener("click", close);
+  // Delete asks once more, then removes the conversation from the server and this page
+  var armed = null;
+  function disarm() { clearTimeout(armed); armed = null; delBtn.textContent = "Delete"; }
+  delBtn.addEventListener("click", function () {
+    if (!sessionId || busy) return;
+    if (!armed) {
+      delBtn.textContent = "Sure?";
+      setStatus("Press \u201cSure?\u201d to delete this conversation for good.");
+      armed = setTimeout(function () { disarm(); setStatus(""); }, 6000);
+      return;
+    }
+    disarm();
+    setBusy(true);
+    api("/v1/sessions/" + encodeURIComponent(sessionId), { method: "DELETE" }).then(function (res) {
+      if (!res.ok && res.status !== 404) return errorBody(res).then(function (b) { setStatus(friendly(res, b)); });
+      forget();
+      setHandoff(null);
+      while (log.firstChild) log.removeChild(log.firstChild);
+      lastTurn = 0; seen = {};
+      setStatus("");
+      note("Conversation deleted.");
+      note(greeting);
+    }).catch(function () { setStatus(OFFLINE); }).then(function () { setBusy(false); input.focus(); });
+  });
   panel.addEventListener("keydown", function (e) {
     if (e.key === "Escape") { e.preventDefault(); close(); }
   });
@@ -282,6 +310,7 @@
     submit(text, false);
   }
 
+  delBtn.hidden = !sessionId;
   show(!!load(sessionStorage, OKEY));
   note(greeting);
   if (sessionId) fetchTurns(0).catch(function () { setStatus(OFFLINE); });

@@ -440,6 +440,10 @@ def test_cli_sessions_delete_removes_turns_and_exports(
     keys.close()
     r = runner.invoke(app, ["sessions", "--project", str(project_dir)])
     assert "doomed" not in r.output and "recent" in r.output
+    r = runner.invoke(app, ["sessions", "delete", "recent", "old0", "old1", "-p", str(project_dir)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["sessions", "--project", str(project_dir)])
+    assert r.exit_code == 0 and r.output.startswith("No stored conversations in "), r.output
 
 
 # -- the server's background sweep ---------------------------------------------------------

@@ -373,3 +373,34 @@ def test_errors_show_one_friendly_line(page, live_server):
     assert "\n" not in status
     logs = json.dumps(page.execute_script("return window.__xss === undefined"))
     assert logs == "true"
+
+
+# -- Delete: asks once more, then the conversation is gone from the server and the page ------
+def test_delete_button_removes_the_conversation(page, live_server):
+    base = live_server[0]
+    demo_key = page.execute_script("return document.querySelector('script[data-key]').dataset.key")
+    session = _storage_session(page)
+    assert session
+    if page.execute_script(_ROOT + "return r.querySelector('.panel').hidden"):
+        page.execute_script(_ROOT + "r.querySelector('.bubble').click()")
+    delete = page.execute_script(_ROOT + "return r.querySelector('.del')")
+    assert delete.get_attribute("aria-label") == "Delete this conversation"
+    delete.send_keys(Keys.ENTER)  # the first press only asks
+    assert delete.text == "Sure?"
+    status = page.execute_script(_ROOT + "return r.querySelector('.status').textContent")
+    assert status == "Press \u201cSure?\u201d to delete this conversation for good."
+    r = httpx.get(f"{base}/v1/sessions/{session}", headers={"X-API-Key": demo_key})
+    assert r.status_code == 200  # nothing deleted yet
+    delete.send_keys(Keys.ENTER)
+    _wait(page, _ROOT + "return r.textContent.includes('Conversation deleted.')")
+    assert _storage_session(page) is None
+    assert [x["cls"] for x in _replies(page)] == ["note", "note"]  # only the notes remain
+    assert page.execute_script(_ROOT + "return r.querySelector('.del').hidden") is True
+    r = httpx.get(f"{base}/v1/sessions/{session}", headers={"X-API-Key": demo_key})
+    assert r.status_code == 404
+    # the next message starts a new conversation, and Delete comes back
+    box = page.execute_script(_ROOT + "return r.querySelector('textarea')")
+    box.send_keys("What are your opening hours?", Keys.ENTER)
+    _wait_reply(page, 1)
+    assert _storage_session(page) not in (None, session)
+    assert page.execute_script(_ROOT + "return r.querySelector('.del').hidden") is False

@@ -103,8 +103,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(409, str(exc))
         if isinstance(exc, InputError):
             return error_response(422, str(exc))
-        if isinstance(exc, SessionError):
-            return error_response(503, f"{exc}; please retry")
+        if isinstance(exc, SessionError):  # busy: a turn in flight, a reader on the log
+            text = str(exc)
+            return error_response(503, text if text.endswith("retry") else f"{text}; please retry")
         LOG.warning("request failed: %s", exc)
         return error_response(400, str(exc))
 

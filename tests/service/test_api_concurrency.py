@@ -93,3 +93,32 @@ async def test_sessions_do_not_see_each_other(live_server, service_bot):
         text = " ".join(t.user_text + " " + t.reply_text for t in service_bot.store.turns(sid))
         assert nonce in text
         assert not any(other in text for other in nonces - {nonce})
+
+
+async def test_deleting_a_conversation_mid_turn_answers_503_and_keeps_it(live_server, service_bot):
+    """DELETE while a turn holds the session's lock: 503 "retry" after the store's wait, the
+    conversation intact and the turn stored; once the turn is done, the delete goes through."""
+    base, _admin, widget, _agent = live_server
+    store, h = service_bot.store, {"X-API-Key": widget}
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        sid = await _start(client, widget)
+        body = {"message": hold(1500, "mid-turn delete"), "session_id": sid}
+        turn = asyncio.create_task(client.post("/v1/chat", json=body, headers=h))
+        for _ in range(500):
+            if store.lock(sid).locked():
+                break
+            await asyncio.sleep(0.01)
+        assert store.lock(sid).locked(), "the turn never started"
+        wait, store.delete_timeout_s = store.delete_timeout_s, 0.05
+        try:
+            r = await client.delete(f"/v1/sessions/{sid}", headers=h)
+        finally:
+            store.delete_timeout_s = wait
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == (
+            f"session {sid} is busy (a turn is in flight; waited 0.05 s); retry"
+        )
+        assert (await turn).status_code == 200
+        assert [t.skill for t in store.turns(sid)][-1] == "hold"  # the turn was not lost
+        r = await client.delete(f"/v1/sessions/{sid}", headers=h)
+        assert r.status_code == 204 and not store.exists(sid)

@@ -105,6 +105,7 @@ class Assistant:
             unlabelled=uc.texts(project.root, project.sessions_db, self.config.pii) if uc else None,
             selftrain=uc.settings() if uc else None,
             retrain_after=uc.retrain_after if uc else 0,
+            intent_names=rc.intent_names,
         )
         if train_router:
             self.router.ensure_trained(self.examples())

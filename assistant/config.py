@@ -96,6 +96,10 @@ class RouterConfig(_Strict):
     """Cap on fine-tuning training items (pairs / anchors); 0: no cap beyond the epochs."""
     finetune_max_seconds: float = Field(0.0, ge=0.0, le=86_400.0)
     """Wall-clock cap on fine-tuning; 0: none (a cap makes results depend on machine speed)."""
+    intent_names: bool = False
+    """Each intent's name, underscores as spaces ("card_arrival" -> "card arrival"), is one
+    more example of the router's head. Helps when the names say what the intents mean; leave
+    it off for names such as ``faq_1``."""
     unlabelled: UnlabelledConfig | None = None
     """Self-train the router on unlabelled user messages (files and/or stored sessions);
     None (the default): it learns from the examples only."""

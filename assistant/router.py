@@ -18,6 +18,10 @@ fingerprint, so new ones retrain the router and a start without them does not re
 ``retrain_after`` (``router.unlabelled.retrain_after``) a start keeps the stored router until
 that many messages are new or gone, since session turns arrive with every conversation.
 
+With ``intent_names`` (``router.intent_names``), each intent's name, underscores as spaces, is
+one more example of the head ("card_arrival" -> "card arrival"): for well-named intents a
+plainer paraphrase than most examples (Banking77 10-shot, see BENCHMARKS.md).
+
 Out of scope: a message whose nearest training example is far away (cosine below
 ``out_of_scope_similarity``) or that the head assigns to an ``out_of_scope`` intent.
 Follow-ups ("summarize that", "and in French?", "tell me more") are resolved by the rules in
@@ -104,6 +108,7 @@ class IntentRouter:
         unlabelled: Sequence[str] | None = None,
         selftrain: Any = None,
         retrain_after: int = 0,
+        intent_names: bool = False,
     ) -> None:
         self.embedder = embedder
         # None: the frozen encoder (default); else a FinetuneSettings or a dict of its fields
@@ -118,6 +123,8 @@ class IntentRouter:
         # a stored self-trained router whose examples and settings still match is kept until
         # this many unlabelled messages are new or gone (0: any change retrains)
         self.retrain_after = retrain_after
+        # each intent's name ("card_arrival" -> "card arrival") as one more example of the head
+        self.intent_names = intent_names
         self.encoder: Any = None  # the fine-tuned encoder when one is trained or loaded
         self.encoder_settings: FinetuneSettings | None = None  # the settings it was made with
         self.finetune_stats: dict[str, Any] | None = None
@@ -172,9 +179,11 @@ class IntentRouter:
 
     def _fp_params(self, with_pool: bool = True) -> dict[str, Any]:
         # the frozen router's fingerprint is exactly what it was before fine-tuning existed
-        if self.finetune is None and self.selftrain is None:
+        if self.finetune is None and self.selftrain is None and not self.intent_names:
             return self.head_params
         params: dict[str, Any] = {"head": self.head_params}
+        if self.intent_names:
+            params["intent_names"] = True
         if self.finetune is not None:
             params["finetune_encoder"] = self.finetune.as_dict()
         if self.selftrain is not None:
@@ -257,13 +266,24 @@ class IntentRouter:
         encoder, ft_stats = self._finetune(texts, labels) if self.finetune else (None, None)
         view = self._view(encoder, self.finetune)
         X = view.encode(texts)
+        # the head may also learn from the intents' names; the encoder's fine-tuning and the
+        # out-of-scope examples below do not (names in the fine-tuning measured worse)
+        Xh, head_labels, head_texts = X, labels, texts
+        if self.intent_names:
+            from assistant.router_head import name_examples
+
+            named = name_examples(skill_of)
+            if named:
+                Xh = np.vstack([X, view.encode([t for _, t in named])])
+                head_labels = [*labels, *(i for i, _ in named)]
+                head_texts = [*texts, *(t for _, t in named)]
         st_stats = None
         try:
             if self.selftrain is not None:
-                head, st_stats = self._self_train(view, X, labels, texts)
+                head, st_stats = self._self_train(view, Xh, head_labels, head_texts)
             else:
                 head = IntentHead(seed=0, **self.head_params)
-                head.fit(X, labels, texts=texts)
+                head.fit(Xh, head_labels, texts=head_texts)
         except (ValueError, RuntimeError) as exc:
             raise RouterError(f"could not train the router: {exc}") from None
         # only now, with everything trained, does the router switch to the new parts
@@ -290,6 +310,8 @@ class IntentRouter:
             "intents": len(intents),
             "seconds": round(self.train_seconds, 2),
         }
+        if self.intent_names:
+            stats["intent_names"] = len(head_texts) - len(texts)
         if self.finetune_stats is not None:
             ft = self.finetune_stats
             stats["finetune"] = {k: ft[k] for k in ("steps", "seconds", "device", "stopped")}

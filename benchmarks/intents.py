@@ -33,6 +33,10 @@ test set); ``--st-tau`` / ``--st-rounds`` then run the test once with the chosen
 encoder again on the labelled examples plus the self-trained head's pseudo-labels (one epoch,
 starting from the stock MiniLM and from the already fine-tuned one), then self-train a head on
 that view. Measured on dev: no gain (see BENCHMARKS.md), so the router does not do it.
+
+``--intent-names`` adds 10-shot rows with each intent's name ("card arrival") as one more
+labelled example of the head, as ``router.intent_names`` does, beside the same rows without it
+(with ``--selftrain-dev``: a dev grid with names beside each grid without).
 """
 
 from __future__ import annotations
@@ -200,6 +204,16 @@ def run_finetuned_head(texts, y, tt, yt, settings, device: str) -> dict:
     }
     res.update(_scores(pred, proba, yt))
     return res | {"_model": head, "_encoder": encoder}
+
+
+def with_names(X, y, texts, encoder) -> tuple[np.ndarray, list[str], list[str]]:
+    """The labelled rows plus one example per intent, its name (what ``router.intent_names``
+    adds to the head's examples; the encoder is fine-tuned without them)."""
+    from assistant.router_head import name_examples
+
+    named = name_examples(set(y))
+    names = [t for _, t in named]
+    return np.vstack([X, encoder.encode(names)]), [*y, *(i for i, _ in named)], [*texts, *names]
 
 
 SELFTRAIN_DEV_N = 2_000
@@ -388,6 +402,18 @@ def main() -> None:
         action="store_true",
         help="with --selftrain-dev --finetune: also refit the encoder on the pseudo-labels",
     )
+    ap.add_argument(
+        "--intent-names",
+        action="store_true",
+        help="also the self-training rows (grids with --selftrain-dev) with each intent's name "
+        "as one more labelled example of the head (router.intent_names)",
+    )
+    ap.add_argument(
+        "--ft-seeds",
+        default=None,
+        help="with --selftrain-dev --finetune: fine-tune one encoder per seed (e.g. 0,1) and "
+        "score each, their concatenation and their heads' averaged probabilities on dev",
+    )
     ap.add_argument("--out", default=None, help="results file name (default: intents[_finetune])")
     args = ap.parse_args()
 
@@ -411,6 +437,9 @@ def main() -> None:
             concat=not args.ft_no_concat,
         )
     data = load_banking77(args.data)
+    if args.selftrain_dev and args.ft_seeds and ft_settings is not None:
+        _ensemble_dev(args, data, ft_settings, device)
+        return
     if args.selftrain_dev:
         _selftrain_dev(args, data, ft_settings, device)
         return
@@ -440,6 +469,7 @@ def main() -> None:
             rows["llmos IntentHead + fine-tuned MiniLM"] = run_finetuned_head(
                 texts, y, tt, yt, ft_settings, device
             )
+        st_data = None  # (settings, pool, its vectors, tag) when self-training
         if args.selftrain and split == "10-shot":
             from assistant.router_selftrain import SelfTrainSettings
 
@@ -449,6 +479,7 @@ def main() -> None:
             U = cached_embeddings(data["full"][0], "b77_full")[rows_of]
             tag = f"(10 labelled/intent + {len(pool)} unlabelled train texts)"
             print(f"   self-training {tag}, tau {st.tau}, rounds {st.rounds}", flush=True)
+            st_data = (st, pool, U, tag)
             rows[f"llmos IntentHead + self-training {tag}"] = run_selftrain_head(
                 X, y, texts, U, pool, Xt, tt, yt, st, rows["llmos IntentHead"]
             )
@@ -460,6 +491,8 @@ def main() -> None:
                 rows[f"llmos IntentHead + fine-tuned + self-training {tag}"] = run_selftrain_head(
                     Xf, y, texts, Uf, pool, Xtf, tt, yt, st, ft
                 )
+        if args.intent_names and split == "10-shot":
+            _name_rows(args, rows, X, y, texts, Xt, tt, yt, ft_settings, st_data)
         results["splits"][split] = {
             k: {a: b for a, b in v.items() if not a.startswith("_")} for k, v in rows.items()
         }
@@ -478,8 +511,30 @@ def main() -> None:
     print(f"reproduce: PYTHONPATH=. python3 {results['command']}")
 
 
+def _name_rows(args, rows, X, y, texts, Xt, tt, yt, ft_settings, st_data) -> None:
+    """The frozen head's row (and the fine-tuned and self-trained ones that ran) again with
+    each intent's name as one more labelled example of the head (``router.intent_names``)."""
+    from knowledge.embed import shared_embedder
+
+    views = [("", X, Xt, shared_embedder())]
+    if ft_settings is not None:
+        enc = rows["llmos IntentHead + fine-tuned MiniLM"]["_encoder"]
+        views.append(("fine-tuned + ", enc.encode(texts), enc.encode(tt), enc))
+    for label, Xa, Xta, enc in views:
+        Xn, yn, tn = with_names(Xa, y, texts, enc)
+        base = run_head(Xn, yn, tn, Xta, tt, yt)
+        rows[f"llmos IntentHead + {label}intent names"] = base
+        if st_data is not None:
+            st, pool, U, tag = st_data
+            Ua = U if enc is shared_embedder() else enc.encode(pool)
+            name = f"llmos IntentHead + {label}self-training + intent names {tag}"
+            rows[name] = run_selftrain_head(Xn, yn, tn, Ua, pool, Xta, tt, yt, st, base)
+
+
 def _selftrain_dev(args, data: dict, ft_settings, device: str) -> None:
     """Choose tau and rounds: dev accuracy only, the test set is not even loaded."""
+    from knowledge.embed import shared_embedder
+
     taus = [float(t) for t in args.st_taus.split(",")]
     texts, y = data["10-shot"]
     full_texts, full_y = data["full"]
@@ -493,13 +548,14 @@ def _selftrain_dev(args, data: dict, ft_settings, device: str) -> None:
         flush=True,
     )
     views: dict = {"frozen": (cached_embeddings(texts, "b77_10shot"), Xfull[rows_of], Xfull[dev])}
+    encoders: dict = {"frozen": shared_embedder()}  # what embeds the names (--intent-names)
     if ft_settings is not None:
         from assistant.router_finetune import ConcatEncoder, finetune_encoder
-        from knowledge.embed import shared_embedder
 
         tuned, _ = finetune_encoder(shared_embedder().load(), texts, y, ft_settings, device=device)
         enc = ConcatEncoder(shared_embedder(), tuned) if ft_settings.concat else tuned
         views["fine-tuned"] = (enc.encode(texts), enc.encode(pool), enc.encode(td))
+        encoders["fine-tuned"] = enc
         if args.refit_encoder:
             views.update(_refit_views(args, views["fine-tuned"], tuned, texts, y, pool, td, yd))
     out: dict = {
@@ -514,6 +570,12 @@ def _selftrain_dev(args, data: dict, ft_settings, device: str) -> None:
         out["grids"][name] = selftrain_dev_grid(
             X, y, texts, U, pool, Xd, td, yd, taus, args.st_max_rounds
         )
+        if args.intent_names and name in encoders:
+            print(f"-- {name} encoder + intent names", flush=True)
+            Xn, yn, tn = with_names(X, y, texts, encoders[name])
+            out["grids"][name + " + intent names"] = selftrain_dev_grid(
+                Xn, yn, tn, U, pool, Xd, td, yd, taus, args.st_max_rounds
+            )
     for name, g in out["grids"].items():
         print(f"\ndev accuracy, {name} encoder (base {g['base']:.2f}; {g['seconds']} s)")
         rounds = range(1, args.st_max_rounds + 1)
@@ -523,6 +585,104 @@ def _selftrain_dev(args, data: dict, ft_settings, device: str) -> None:
             print(f"{tau:>6} {accs}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / (args.out or "intents_selftrain_dev.json")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    os.replace(tmp, path)
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+def _tuned_vectors(texts, y, settings, device, parts: dict) -> dict:
+    """Fine-tune an encoder with ``settings`` and embed each list in ``parts`` with it; cached
+    under ``cache/`` by seed and texts, so a rerun skips the minutes of fine-tuning."""
+    from assistant.router_finetune import finetune_encoder
+    from knowledge.embed import shared_embedder
+
+    key = json.dumps([settings.as_dict(), texts, y, {k: v for k, v in parts.items()}])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    files = {k: CACHE / f"ft_{settings.seed}_{digest}_{k}.npy" for k in parts}
+    if all(f.exists() for f in files.values()):
+        return {k: np.load(f, allow_pickle=False) for k, f in files.items()}
+    tuned, _ = finetune_encoder(shared_embedder().load(), texts, y, settings, device=device)
+    out = {k: tuned.encode(v) for k, v in parts.items()}
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for k, f in files.items():
+        np.save(f, out[k], allow_pickle=False)
+    return out
+
+
+def _ensemble_dev(args, data: dict, ft_settings, device: str) -> None:
+    """Dev only: several fine-tuned encoders (one per seed) against one. Each seed's usual view
+    ``[stock, tuned] / sqrt(2)`` is self-trained (``--st-tau``, ``--st-rounds``) and scored;
+    then ``[stock, tuned_1, ..., tuned_k] / sqrt(k + 1)`` under one head, and the average of the
+    seed heads' probabilities."""
+    import dataclasses
+
+    from assistant.router_head import IntentHead
+    from assistant.router_selftrain import SelfTrainSettings, self_train
+
+    seeds = [int(x) for x in args.ft_seeds.split(",")]
+    texts, y = data["10-shot"]
+    full_texts, full_y = data["full"]
+    dev, pool_idx = selftrain_split(data)
+    pool, rows_of = selftrain_pool(data, pool_idx)
+    Xfull = cached_embeddings(full_texts, "b77_full")
+    td, yd = [full_texts[i] for i in dev], [full_y[i] for i in dev]
+    stock = {"x": cached_embeddings(texts, "b77_10shot"), "u": Xfull[rows_of], "d": Xfull[dev]}
+    st = SelfTrainSettings(tau=args.st_tau, rounds=args.st_rounds)
+    print(f"== ensemble dev: seeds {seeds}, tau {st.tau}, rounds {st.rounds}", flush=True)
+    tuned = {}
+    for seed in seeds:
+        t0 = time.perf_counter()
+        settings = dataclasses.replace(ft_settings, seed=seed)
+        tuned[seed] = _tuned_vectors(texts, y, settings, device, {"x": texts, "u": pool, "d": td})
+        print(f"   seed {seed}: encoder ready in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    def view(*parts: dict) -> tuple:
+        k = np.sqrt(float(len(parts)))
+        return tuple(
+            (np.hstack([p[s] for p in parts]) / k).astype(np.float32) for s in ("x", "u", "d")
+        )
+
+    def fit(X, U) -> tuple:
+        t0 = time.perf_counter()
+        base = IntentHead(seed=0).fit(X, y, texts)
+        head, _ = self_train(
+            X, y, texts, U, pool, st, make_head=lambda: IntentHead(seed=0), base=base
+        )
+        return base, head, time.perf_counter() - t0
+
+    def acc(proba: np.ndarray, classes: list[str]) -> float:
+        pred = np.array(classes)[proba.argmax(axis=1)]
+        return round(100 * float(np.mean(pred == np.array(yd))), 2)
+
+    out: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["benchmarks/intents.py", *sys.argv[1:]]),
+        "machine": _machine(device),
+        "dev": {"n": len(dev), "seed": SELFTRAIN_SEED, "pool": len(pool)},
+        "settings": {"tau": st.tau, "rounds": st.rounds, "finetune": ft_settings.as_dict()},
+        "rows": {},
+    }
+    probas = []
+    views = [(f"seed {s}", view(stock, tuned[s])) for s in seeds]
+    views.append(("concat " + "+".join(map(str, seeds)), view(stock, *tuned.values())))
+    for name, (X, U, Xd) in views:
+        base, head, secs = fit(X, U)
+        p = head.predict_proba(Xd, td)
+        if name.startswith("seed"):
+            probas.append(p)
+        row = {
+            "labelled_only": acc(base.predict_proba(Xd, td), base.classes),
+            "selftrained": acc(p, head.classes),
+            "seconds": round(secs, 1),
+        }
+        out["rows"][name] = row
+        print(f"   {name}: dev {row}", flush=True)
+    classes = head.classes  # the same sorted intents for every head
+    out["rows"]["average of seed heads"] = {"selftrained": acc(np.mean(probas, axis=0), classes)}
+    print(f"   average of seed heads: dev {out['rows']['average of seed heads']}", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / (args.out or "intents_ensemble_dev.json")
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=2))
     os.replace(tmp, path)

@@ -80,3 +80,47 @@ def test_untrainable_examples_raise_router_error(tmp_path, fake_embedder):
         r.train([Example("a", "qa", "x"), Example("a", "smalltalk", "y"), Example("b", "qa", "z")])
     with pytest.raises(RouterError, match="no example"):
         r.train([])
+
+
+def test_intent_names_become_head_examples_only_when_asked(tmp_path, fake_embedder):
+    from assistant.router_head import name_examples
+
+    assert name_examples(["opening_hours", "skill:summarize", "card-arrival", "42"]) == [
+        ("card-arrival", "card arrival"),
+        ("opening_hours", "opening hours"),
+        ("skill:summarize", "summarize"),
+    ]
+    ex = examples() + [
+        Example("opening_hours", "qa", t)
+        for t in ["when do you open", "what time do you close", "are you open on sunday"]
+    ]
+    plain = IntentRouter(fake_embedder, tmp_path / "router")
+    plain.ensure_trained(ex)
+    # no example says "opening" or "hours": the plain head cannot know what they mean
+    assert plain.classify("opening hours")[0][0][0] != "opening_hours"
+
+    named = IntentRouter(fake_embedder, tmp_path / "router", intent_names=True)
+    assert named.ensure_trained(ex) is True  # a different router: not the stored plain one
+    assert named.train_stats["intent_names"] == 4
+    assert named.classify("opening hours")[0][0][0] == "opening_hours"
+    # out of scope is still "far from every example": the names do not widen it
+    assert len(named.example_vecs) == len(ex)
+    assert (
+        IntentRouter(fake_embedder, tmp_path / "router", intent_names=True).ensure_trained(ex)
+        is False
+    )
+    assert IntentRouter(fake_embedder, tmp_path / "router").ensure_trained(ex) is True
+
+
+def test_intent_names_setting_reaches_the_router(project_dir):
+    from assistant.api import Assistant
+
+    cfg = project_dir / "llmos.yaml"
+    cfg.write_text(cfg.read_text() + "router:\n  intent_names: true\n")
+    bot = Assistant.from_project(project_dir, knowledge=False, language_model=False)
+    try:
+        assert bot.router.intent_names is True
+        # every intent of the scaffold has a worded name, so each adds one head example
+        assert bot.router.train_stats["intent_names"] == len(bot.router.head.classes)
+    finally:
+        bot.close()

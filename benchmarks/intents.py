@@ -536,18 +536,13 @@ def _selftrain_dev(args, data: dict, ft_settings, device: str) -> None:
     from knowledge.embed import shared_embedder
 
     taus = [float(t) for t in args.st_taus.split(",")]
-    texts, y = data["10-shot"]
-    full_texts, full_y = data["full"]
-    dev, pool_idx = selftrain_split(data)
-    pool, rows_of = selftrain_pool(data, pool_idx)
-    Xfull = cached_embeddings(full_texts, "b77_full")
-    td, yd = [full_texts[i] for i in dev], [full_y[i] for i in dev]
+    texts, y, pool, td, yd, stock = _dev_data(data)
     print(
-        f"== self-training dev: {len(texts)} labelled, {len(pool)} unlabelled "
-        f"({len(pool_idx)} pool rows before dedupe), dev {len(dev)} (seed {SELFTRAIN_SEED})",
+        f"== self-training dev: {len(texts)} labelled, {len(pool)} unlabelled, dev {len(td)} "
+        f"(seed {SELFTRAIN_SEED})",
         flush=True,
     )
-    views: dict = {"frozen": (cached_embeddings(texts, "b77_10shot"), Xfull[rows_of], Xfull[dev])}
+    views: dict = {"frozen": (stock["x"], stock["u"], stock["d"])}
     encoders: dict = {"frozen": shared_embedder()}  # what embeds the names (--intent-names)
     if ft_settings is not None:
         from assistant.router_finetune import ConcatEncoder, finetune_encoder
@@ -558,13 +553,7 @@ def _selftrain_dev(args, data: dict, ft_settings, device: str) -> None:
         encoders["fine-tuned"] = enc
         if args.refit_encoder:
             views.update(_refit_views(args, views["fine-tuned"], tuned, texts, y, pool, td, yd))
-    out: dict = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["benchmarks/intents.py", *sys.argv[1:]]),
-        "machine": _machine(device),
-        "dev": {"n": len(dev), "seed": SELFTRAIN_SEED, "pool": len(pool)},
-        "grids": {},
-    }
+    out: dict = {**_dev_header(device, len(td), len(pool)), "grids": {}}
     for name, (X, U, Xd) in views.items():
         print(f"-- {name} encoder", flush=True)
         out["grids"][name] = selftrain_dev_grid(
@@ -583,8 +572,34 @@ def _selftrain_dev(args, data: dict, ft_settings, device: str) -> None:
         for tau, row in g["rows"].items():
             accs = " ".join(f"{row['dev_accuracy'][r]:9.2f}" for r in rounds)
             print(f"{tau:>6} {accs}")
+    _write_dev(out, args.out or "intents_selftrain_dev.json")
+
+
+def _dev_data(data: dict) -> tuple:
+    """The 10-shot texts and labels, the unlabelled pool, the dev texts and labels, and the
+    stock MiniLM vectors of the three (``x``, ``u``, ``d``)."""
+    texts, y = data["10-shot"]
+    full_texts, full_y = data["full"]
+    dev, pool_idx = selftrain_split(data)
+    pool, rows_of = selftrain_pool(data, pool_idx)
+    Xfull = cached_embeddings(full_texts, "b77_full")
+    td, yd = [full_texts[i] for i in dev], [full_y[i] for i in dev]
+    stock = {"x": cached_embeddings(texts, "b77_10shot"), "u": Xfull[rows_of], "d": Xfull[dev]}
+    return texts, y, pool, td, yd, stock
+
+
+def _dev_header(device: str, n_dev: int, n_pool: int) -> dict:
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["benchmarks/intents.py", *sys.argv[1:]]),
+        "machine": _machine(device),
+        "dev": {"n": n_dev, "seed": SELFTRAIN_SEED, "pool": n_pool},
+    }
+
+
+def _write_dev(out: dict, name: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / (args.out or "intents_selftrain_dev.json")
+    path = RESULTS / name
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=2))
     os.replace(tmp, path)
@@ -621,13 +636,7 @@ def _ensemble_dev(args, data: dict, ft_settings, device: str) -> None:
     from assistant.router_selftrain import SelfTrainSettings, self_train
 
     seeds = [int(x) for x in args.ft_seeds.split(",")]
-    texts, y = data["10-shot"]
-    full_texts, full_y = data["full"]
-    dev, pool_idx = selftrain_split(data)
-    pool, rows_of = selftrain_pool(data, pool_idx)
-    Xfull = cached_embeddings(full_texts, "b77_full")
-    td, yd = [full_texts[i] for i in dev], [full_y[i] for i in dev]
-    stock = {"x": cached_embeddings(texts, "b77_10shot"), "u": Xfull[rows_of], "d": Xfull[dev]}
+    texts, y, pool, td, yd, stock = _dev_data(data)
     st = SelfTrainSettings(tau=args.st_tau, rounds=args.st_rounds)
     print(f"== ensemble dev: seeds {seeds}, tau {st.tau}, rounds {st.rounds}", flush=True)
     tuned = {}
@@ -656,10 +665,7 @@ def _ensemble_dev(args, data: dict, ft_settings, device: str) -> None:
         return round(100 * float(np.mean(pred == np.array(yd))), 2)
 
     out: dict = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["benchmarks/intents.py", *sys.argv[1:]]),
-        "machine": _machine(device),
-        "dev": {"n": len(dev), "seed": SELFTRAIN_SEED, "pool": len(pool)},
+        **_dev_header(device, len(td), len(pool)),
         "settings": {"tau": st.tau, "rounds": st.rounds, "finetune": ft_settings.as_dict()},
         "rows": {},
     }
@@ -681,12 +687,7 @@ def _ensemble_dev(args, data: dict, ft_settings, device: str) -> None:
     classes = head.classes  # the same sorted intents for every head
     out["rows"]["average of seed heads"] = {"selftrained": acc(np.mean(probas, axis=0), classes)}
     print(f"   average of seed heads: dev {out['rows']['average of seed heads']}", flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / (args.out or "intents_ensemble_dev.json")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    os.replace(tmp, path)
-    print(f"wrote {path.relative_to(ROOT)}")
+    _write_dev(out, args.out or "intents_ensemble_dev.json")
 
 
 def _refit_views(args, view, tuned, texts, y, pool, td, yd) -> dict:

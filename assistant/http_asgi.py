@@ -28,7 +28,7 @@ from assistant.errors import (
     UnknownTicketError,
 )
 from assistant.keys import KeyStore
-from assistant.sessions import StorageFullError, is_storage_full
+from assistant.sessions import SessionBusyError, StorageFullError, is_storage_full
 
 LOG = logging.getLogger(__name__)
 STORAGE_FULL_TEXT = "the server's storage is full; your message was not saved, retry later"
@@ -103,9 +103,10 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(409, str(exc))
         if isinstance(exc, InputError):
             return error_response(422, str(exc))
-        if isinstance(exc, SessionError):  # busy: a turn in flight, a reader on the log
-            text = str(exc)
-            return error_response(503, text if text.endswith("retry") else f"{text}; please retry")
+        if isinstance(exc, SessionBusyError):  # its message already says what to do
+            return error_response(503, str(exc))
+        if isinstance(exc, SessionError):
+            return error_response(503, f"{exc}; please retry")
         LOG.warning("request failed: %s", exc)
         return error_response(400, str(exc))
 

@@ -247,7 +247,7 @@ class IntentRouter:
         return self._load(None, accept=close)
 
     def train(self, examples: list[Example]) -> dict[str, Any]:
-        from assistant.router_head import IntentHead
+        from assistant.router_head import IntentHead, name_examples
 
         if not examples:
             raise RouterError("no example utterances to train the router on")
@@ -268,15 +268,12 @@ class IntentRouter:
         X = view.encode(texts)
         # the head may also learn from the intents' names; the encoder's fine-tuning and the
         # out-of-scope examples below do not (names in the fine-tuning measured worse)
+        named = name_examples(skill_of) if self.intent_names else []
         Xh, head_labels, head_texts = X, labels, texts
-        if self.intent_names:
-            from assistant.router_head import name_examples
-
-            named = name_examples(skill_of)
-            if named:
-                Xh = np.vstack([X, view.encode([t for _, t in named])])
-                head_labels = [*labels, *(i for i, _ in named)]
-                head_texts = [*texts, *(t for _, t in named)]
+        if named:
+            Xh = np.vstack([X, view.encode([t for _, t in named])])
+            head_labels = [*labels, *(i for i, _ in named)]
+            head_texts = [*texts, *(t for _, t in named)]
         st_stats = None
         try:
             if self.selftrain is not None:
@@ -311,7 +308,7 @@ class IntentRouter:
             "seconds": round(self.train_seconds, 2),
         }
         if self.intent_names:
-            stats["intent_names"] = len(head_texts) - len(texts)
+            stats["intent_names"] = len(named)
         if self.finetune_stats is not None:
             ft = self.finetune_stats
             stats["finetune"] = {k: ft[k] for k in ("steps", "seconds", "device", "stopped")}

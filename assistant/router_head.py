@@ -130,21 +130,15 @@ class _Lexicon:
         )
 
 
-def intent_name_text(intent: str) -> str:
-    """The example an intent's name gives (``router.intent_names``): "card_arrival" ->
-    "card arrival". A well-named intent states its meaning in two or three words, which the
-    few examples per intent may never say so plainly (Banking77 10-shot, frozen head: +0.36
-    on test, see BENCHMARKS.md); a name such as ``faq_1`` says nothing, so it is off by default."""
-    return " ".join(re.sub(r"[_\-.:/]+", " ", intent).split())
-
-
 def name_examples(intents: Iterable[str]) -> list[tuple[str, str]]:
-    """(intent, text) for each intent whose name has words: "card_arrival" -> "card arrival";
-    a skill's own intent ("skill:summarize" when intents.yaml has one named "summarize") gives
-    its skill name."""
+    """(intent, text) for ``router.intent_names``: each intent whose name has words gives one
+    example, "card_arrival" -> "card arrival" (a skill's own intent, "skill:summarize", gives
+    "summarize"). A well-named intent states its meaning in two or three words, which the few
+    examples per intent may never say so plainly (Banking77 10-shot, frozen head: +0.36 on
+    test, see BENCHMARKS.md); a name such as ``faq_1`` says nothing, so it is off by default."""
     out = []
     for intent in sorted(intents):
-        text = intent_name_text(intent.removeprefix("skill:"))
+        text = " ".join(re.sub(r"[_\-.:/]+", " ", intent.removeprefix("skill:")).split())
         if any(c.isalpha() for c in text):
             out.append((intent, text))
     return out

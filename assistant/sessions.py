@@ -167,7 +167,7 @@ class SessionLock:
 
     def __enter__(self) -> SessionLock:
         if not self.acquire():
-            raise SessionError(
+            raise SessionBusyError(
                 f"session {self.session_id} is busy (waited {self._store.lock_timeout_s:g} s); "
                 "retry"
             )

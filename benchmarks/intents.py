@@ -203,7 +203,7 @@ def run_finetuned_head(texts, y, tt, yt, settings, device: str) -> dict:
         "temperature": round(head.temperature, 3),
     }
     res.update(_scores(pred, proba, yt))
-    return res | {"_model": head, "_encoder": encoder}
+    return res | {"_model": head, "_encoder": encoder, "_X": X, "_Xt": Xt}
 
 
 def with_names(X, y, texts, encoder) -> tuple[np.ndarray, list[str], list[str]]:
@@ -405,8 +405,8 @@ def main() -> None:
     ap.add_argument(
         "--intent-names",
         action="store_true",
-        help="also the self-training rows (grids with --selftrain-dev) with each intent's name "
-        "as one more labelled example of the head (router.intent_names)",
+        help="10-shot rows (grids with --selftrain-dev) again with each intent's name as one "
+        "more labelled example of the head (router.intent_names)",
     )
     ap.add_argument(
         "--ft-seeds",
@@ -436,8 +436,10 @@ def main() -> None:
             seed=args.ft_seed,
             concat=not args.ft_no_concat,
         )
+    if args.ft_seeds and not (args.selftrain_dev and ft_settings is not None):
+        ap.error("--ft-seeds needs --selftrain-dev and --finetune")
     data = load_banking77(args.data)
-    if args.selftrain_dev and args.ft_seeds and ft_settings is not None:
+    if args.ft_seeds:
         _ensemble_dev(args, data, ft_settings, device)
         return
     if args.selftrain_dev:
@@ -469,7 +471,7 @@ def main() -> None:
             rows["llmos IntentHead + fine-tuned MiniLM"] = run_finetuned_head(
                 texts, y, tt, yt, ft_settings, device
             )
-        st_data = None  # (settings, pool, its vectors, tag) when self-training
+        st_data = None  # (settings, pool, its stock vectors, tag) when self-training
         if args.selftrain and split == "10-shot":
             from assistant.router_selftrain import SelfTrainSettings
 
@@ -485,14 +487,12 @@ def main() -> None:
             )
             if ft_settings is not None:
                 ft = rows["llmos IntentHead + fine-tuned MiniLM"]
-                Xf = ft["_encoder"].encode(texts)  # the row's own vectors: same encoder
-                Uf = ft["_encoder"].encode(pool)
-                Xtf = ft["_encoder"].encode(tt)
+                ft["_U"] = ft["_encoder"].encode(pool)  # the row's own encoder (and vectors)
                 rows[f"llmos IntentHead + fine-tuned + self-training {tag}"] = run_selftrain_head(
-                    Xf, y, texts, Uf, pool, Xtf, tt, yt, st, ft
+                    ft["_X"], y, texts, ft["_U"], pool, ft["_Xt"], tt, yt, st, ft
                 )
         if args.intent_names and split == "10-shot":
-            _name_rows(args, rows, X, y, texts, Xt, tt, yt, ft_settings, st_data)
+            _name_rows(rows, X, y, texts, Xt, tt, yt, st_data)
         results["splits"][split] = {
             k: {a: b for a, b in v.items() if not a.startswith("_")} for k, v in rows.items()
         }
@@ -511,22 +511,22 @@ def main() -> None:
     print(f"reproduce: PYTHONPATH=. python3 {results['command']}")
 
 
-def _name_rows(args, rows, X, y, texts, Xt, tt, yt, ft_settings, st_data) -> None:
+def _name_rows(rows, X, y, texts, Xt, tt, yt, st_data) -> None:
     """The frozen head's row (and the fine-tuned and self-trained ones that ran) again with
-    each intent's name as one more labelled example of the head (``router.intent_names``)."""
+    each intent's name as one more labelled example of the head (``router.intent_names``);
+    every vector but the names' is the one those rows used."""
     from knowledge.embed import shared_embedder
 
-    views = [("", X, Xt, shared_embedder())]
-    if ft_settings is not None:
-        enc = rows["llmos IntentHead + fine-tuned MiniLM"]["_encoder"]
-        views.append(("fine-tuned + ", enc.encode(texts), enc.encode(tt), enc))
-    for label, Xa, Xta, enc in views:
+    views = [("", X, Xt, st_data[2] if st_data else None, shared_embedder())]
+    ft = rows.get("llmos IntentHead + fine-tuned MiniLM")
+    if ft is not None:
+        views.append(("fine-tuned + ", ft["_X"], ft["_Xt"], ft.get("_U"), ft["_encoder"]))
+    for label, Xa, Xta, Ua, enc in views:
         Xn, yn, tn = with_names(Xa, y, texts, enc)
         base = run_head(Xn, yn, tn, Xta, tt, yt)
         rows[f"llmos IntentHead + {label}intent names"] = base
         if st_data is not None:
-            st, pool, U, tag = st_data
-            Ua = U if enc is shared_embedder() else enc.encode(pool)
+            st, pool, _, tag = st_data
             name = f"llmos IntentHead + {label}self-training + intent names {tag}"
             rows[name] = run_selftrain_head(Xn, yn, tn, Ua, pool, Xta, tt, yt, st, base)
 
@@ -612,7 +612,7 @@ def _tuned_vectors(texts, y, settings, device, parts: dict) -> dict:
     from assistant.router_finetune import finetune_encoder
     from knowledge.embed import shared_embedder
 
-    key = json.dumps([settings.as_dict(), texts, y, {k: v for k, v in parts.items()}])
+    key = json.dumps([settings.as_dict(), texts, y, parts])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     files = {k: CACHE / f"ft_{settings.seed}_{digest}_{k}.npy" for k in parts}
     if all(f.exists() for f in files.values()):

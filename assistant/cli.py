@@ -5,7 +5,7 @@
     llmos ask TEXT [--json]        one question, one answer
     llmos demo                     a scripted conversation with the demo assistant
     llmos train router             (re)train the intent router
-    llmos train router --unlabelled FILE [--tau X]
+    llmos train router --unlabelled FILE [--tau X] [--graph W]
                                    ... self-trained on unlabelled user messages too
     llmos eval router --data F     accuracy, macro-F1, confusion matrix
     llmos sessions [sweep]         list stored conversations; delete idle ones
@@ -263,11 +263,19 @@ def train_router(
         max=1.0,
         help="Self-training: keep pseudo-labels at least this confident (default 0.5).",
     ),
+    graph: float | None = typer.Option(
+        None,
+        "--graph",
+        min=0.0,
+        max=1.0,
+        help="Self-training: weight of the nearest-neighbour graph's vote in each pseudo-label "
+        "(default 0: the router's own guess alone).",
+    ),
 ) -> None:
     """Train the intent router from intents.yaml and the skills' examples (and, with
     --unlabelled or router.unlabelled in llmos.yaml, unlabelled user messages)."""
     # read the unlabelled messages before anything loads or trains: a bad file stops here
-    selftrain = _selftrain_source(project, unlabelled, tau)
+    selftrain = _selftrain_source(project, unlabelled, tau, graph)
     # the router trains once below, with this command's settings (not first with llmos.yaml's)
     bot = _assistant(project, knowledge=False, language_model=False, train_router=False)
     try:
@@ -316,6 +324,7 @@ def train_router(
             typer.echo(
                 f"Self-training: kept {st.get('kept')} pseudo-labels of {st.get('pool')} "
                 f"unlabelled messages (tau {st.get('settings', {}).get('tau')}, "
+                f"graph {st.get('settings', {}).get('graph', 0.0)}, "
                 f"{len(st.get('rounds', []))} round(s); {st.get('duplicates')} duplicates "
                 f"and {st.get('labelled_overlap')} copies of examples skipped)"
             )
@@ -325,7 +334,7 @@ def train_router(
 
 
 def _selftrain_source(
-    project: str | None, unlabelled: Path | None, tau: float | None
+    project: str | None, unlabelled: Path | None, tau: float | None, graph: float | None = None
 ) -> tuple[list[str], dict[str, Any]] | None:
     """The unlabelled texts and self-training settings that override llmos.yaml for this run;
     None: nothing to override (the assistant reads ``router.unlabelled`` itself, and a bad
@@ -335,16 +344,19 @@ def _selftrain_source(
     from assistant.project import resolve_project
     from assistant.router_selftrain import SelfTrainSettings, read_unlabelled_file
 
-    if unlabelled is None and tau is None:
+    if unlabelled is None and tau is None and graph is None:
         return None
     proj = resolve_project(project)
     cfg = load_config(proj.config_file)
     uc = cfg.router.unlabelled
-    if unlabelled is None and uc is None:  # so --tau was given alone
-        raise RouterError("--tau needs --unlabelled FILE or router.unlabelled in llmos.yaml")
+    if unlabelled is None and uc is None:  # so --tau or --graph was given alone
+        flag = "--tau" if tau is not None else "--graph"
+        raise RouterError(f"{flag} needs --unlabelled FILE or router.unlabelled in llmos.yaml")
     settings = uc.settings() if uc is not None else {}
     if tau is not None:
         settings["tau"] = tau
+    if graph is not None:
+        settings["graph"] = graph
     try:
         SelfTrainSettings.from_dict(settings)
     except (TypeError, ValueError) as exc:

@@ -44,6 +44,14 @@ class UnlabelledConfig(_Strict):
     max_pool: int = Field(20_000, ge=1, le=1_000_000)
     """At most this many distinct messages (a fixed sample beyond it): training time and the
     stored router grow with it."""
+    graph: float = Field(0.0, ge=0.0, le=1.0)
+    """Weight of a nearest-neighbour graph's vote in each pseudo-label (0: the router's own
+    guess alone). The examples' intents spread over a graph of examples and messages, which
+    follows chains of paraphrases. Use it with a low ``tau`` (0.05: where the router and the
+    graph disagree the mixed confidence is low, and those are the messages the graph fixes);
+    Banking77 10-shot: 87.37 -> 87.69 with the fine-tuned encoder at graph 0.5, tau 0.05."""
+    neighbours: int = Field(15, ge=1, le=100)
+    """The graph's edges per message."""
 
     @field_validator("files", mode="before")
     @classmethod
@@ -62,7 +70,13 @@ class UnlabelledConfig(_Strict):
 
     def settings(self) -> dict[str, Any]:
         """Settings for ``IntentRouter.set_selftrain``."""
-        return {"tau": self.tau, "rounds": self.rounds, "max_pool": self.max_pool}
+        return {
+            "tau": self.tau,
+            "rounds": self.rounds,
+            "max_pool": self.max_pool,
+            "graph": self.graph,
+            "neighbours": self.neighbours,
+        }
 
     def texts(self, root: Path, sessions_db: Path, pii: PIIConfig | None = None) -> list[str]:
         """Read every configured source; a bad file raises a one-line ``RouterError``."""

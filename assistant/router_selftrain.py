@@ -7,7 +7,9 @@ labelled + kept; ``rounds`` > 1 repeats the labelling with the retrained head. T
 messages fill in the phrasings that the few examples miss. Banking77 10-shot with 7,231
 unlabelled train texts (the semi-supervised protocol of CPFT; ``benchmarks/intents.py
 --selftrain``): test accuracy 85.78 -> 86.69, and 86.46 -> 87.37 on the fine-tuned encoder, at
-tau 0.5 and 2 rounds, chosen on a separate dev set.
+tau 0.5 and 2 rounds, chosen on a separate dev set. With ``graph`` the pseudo-labels also hear
+a label propagation over a nearest-neighbour graph of examples and messages: 86.95 and 87.69
+at graph 0.5, tau 0.05 (also chosen on dev).
 
 Calibration needs care: out-of-fold logits over labelled + pseudo-labelled rows look far surer
 than the head is (the pseudo-labels agree with the head by construction), and even the labelled
@@ -54,15 +56,33 @@ class SelfTrainSettings:
         max_pool: at most this many distinct unlabelled texts (a seeded sample beyond it):
             embedding and the head fit grow with the pool, and so does the stored router.
         seed: picks the sample when the pool is over ``max_pool``.
+        graph: weight of the neighbour graph's vote in each pseudo-label (0: the head alone).
+            The labelled examples' intents spread over a nearest-neighbour graph of labelled
+            and unlabelled messages (:func:`propagate_labels`), and the pseudo-label is the
+            argmax of ``(1 - graph) * head + graph * graph_vote``: the graph follows chains
+            of close paraphrases that the head, fitted on 10 examples, does not reach. Pair
+            it with a low ``tau`` (0.05): where head and graph disagree the mixed confidence
+            is low, and those are the rows the graph corrects (Banking77 dev, fine-tuned
+            encoder: 86.55 at tau 0.05, 86.05-86.3 at tau 0.5, 86.0-86.1 without the graph).
+        neighbours: the graph's edges per message (15 measured best of 10/15/20 on dev).
     """
 
     tau: float = 0.5
     rounds: int = 1
     max_pool: int = 20_000
     seed: int = 0
+    graph: float = 0.0
+    neighbours: int = 15
 
     def __post_init__(self) -> None:
-        for name, want in (("tau", float), ("rounds", int), ("max_pool", int), ("seed", int)):
+        for name, want in (
+            ("tau", float),
+            ("rounds", int),
+            ("max_pool", int),
+            ("seed", int),
+            ("graph", float),
+            ("neighbours", int),
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float) if want is float else int):
                 raise ValueError(f"{name} must be {want.__name__}, got {v!r}")
@@ -72,13 +92,20 @@ class SelfTrainSettings:
             raise ValueError(f"rounds must be between 1 and 10, got {self.rounds}")
         if self.max_pool < 1:
             raise ValueError(f"max_pool must be >= 1, got {self.max_pool}")
+        if not 0.0 <= self.graph <= 1.0:
+            raise ValueError(f"graph must be between 0 and 1, got {self.graph}")
+        if not 1 <= self.neighbours <= 100:
+            raise ValueError(f"neighbours must be between 1 and 100, got {self.neighbours}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "tau": float(self.tau)}
+        d = {**asdict(self), "tau": float(self.tau), "graph": float(self.graph)}
+        if not self.graph:  # without the graph: the dict (and the fingerprint) of before it
+            del d["graph"], d["neighbours"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SelfTrainSettings:
-        unknown = sorted(set(d) - {"tau", "rounds", "max_pool", "seed"})
+        unknown = sorted(set(d) - {"tau", "rounds", "max_pool", "seed", "graph", "neighbours"})
         if unknown:
             raise ValueError(f"unknown self-training settings: {', '.join(unknown)}")
         return cls(**d)
@@ -154,12 +181,84 @@ def prepare_pool(
     return pool, stats
 
 
+GRAPH_ALPHA = 0.9  # how far labels spread over the graph (0: not at all; 1: no anchoring)
+GRAPH_POWER = 3.0  # edge weight = cosine ** power: close paraphrases count far more
+GRAPH_ITERATIONS = 100  # alpha ** 100 < 3e-5: converged
+_GRAPH_BLOCK = 1024  # rows of the similarity matrix computed at a time (memory: block x n)
+
+
+def propagate_labels(
+    X: np.ndarray,
+    y: Sequence[str],
+    U: np.ndarray,
+    classes: Sequence[str],
+    neighbours: int = 15,
+    alpha: float = GRAPH_ALPHA,
+) -> np.ndarray:
+    """Label propagation (Zhou et al. 2004) from the labelled rows to the unlabelled ones.
+
+    The graph links each of the ``len(X) + len(U)`` vectors to its ``neighbours`` most similar
+    others (cosine ** :data:`GRAPH_POWER`, made symmetric); ``F = (1 - alpha) (I - alpha S)^-1 Y``
+    with ``S`` the normalised graph and ``Y`` the labelled rows' one-hot intents, by iteration.
+    Returns an ``(len(U), len(classes))`` array whose rows sum to 1, or to 0 where no labelled
+    row is connected. Exact neighbours, a block of rows at a time: a 20,000-message pool takes
+    seconds on two cores and ``1024 x n`` floats of memory.
+    """
+    import torch
+
+    Z = np.vstack([X, U]).astype(np.float32)
+    n, nl = len(Z), len(X)
+    if not len(U):
+        return np.zeros((0, len(classes)), dtype=np.float32)
+    Z /= np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+    k = min(neighbours, n - 1)
+    cols = np.empty((n, k), dtype=np.int64)
+    vals = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, _GRAPH_BLOCK):
+        sim = Z[start : start + _GRAPH_BLOCK] @ Z.T
+        sim[np.arange(len(sim)), np.arange(start, start + len(sim))] = -np.inf  # no self-loops
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        cols[start : start + len(sim)] = top
+        vals[start : start + len(sim)] = np.take_along_axis(sim, top, axis=1)
+    rows = np.repeat(np.arange(n), k)
+    w = np.maximum(vals.ravel(), 0.0) ** GRAPH_POWER
+    index = torch.from_numpy(np.stack([np.concatenate([rows, cols.ravel()]),
+                                       np.concatenate([cols.ravel(), rows])]))  # fmt: skip
+    both = torch.from_numpy(np.concatenate([w, w]))
+    W = torch.sparse_coo_tensor(index, both, (n, n), check_invariants=True)
+    W = W.coalesce()  # W + W^T: an edge either way counts (twice if both ways)
+    deg = torch.sparse.sum(W, dim=1).to_dense()
+    inv = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
+    i, v = W.indices(), W.values()
+    S = torch.sparse_coo_tensor(i, v * inv[i[0]] * inv[i[1]], (n, n), check_invariants=True)
+    S = S.coalesce()
+    index_of = {c: j for j, c in enumerate(classes)}
+    Y = torch.zeros((n, len(classes)), dtype=torch.float32)
+    Y[torch.arange(nl), torch.tensor([index_of[c] for c in y], dtype=torch.int64)] = 1.0
+    F = Y.clone()
+    for _ in range(GRAPH_ITERATIONS):
+        F = alpha * torch.sparse.mm(S, F) + (1.0 - alpha) * Y
+    out = F[nl:].numpy()
+    total = out.sum(axis=1, keepdims=True)
+    return np.divide(out, total, out=np.zeros_like(out), where=total > 0)
+
+
 def pseudo_label(
-    head: IntentHead, U: np.ndarray, texts: Sequence[str] | None, tau: float
+    head: IntentHead,
+    U: np.ndarray,
+    texts: Sequence[str] | None,
+    tau: float,
+    graph_vote: np.ndarray | None = None,
+    graph: float = 0.0,
 ) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Indices of the rows of ``U`` the head is sure of (top probability >= tau), their labels
-    and their confidences."""
+    and their confidences. With ``graph_vote`` (:func:`propagate_labels`, columns in
+    ``head.classes`` order) each row's probabilities are ``(1 - graph) * head + graph * vote``;
+    a row the graph does not reach keeps the head's own."""
     proba = head.predict_proba(U, texts)
+    if graph_vote is not None and graph > 0:
+        reached = graph_vote.sum(axis=1, keepdims=True) > 0
+        proba = np.where(reached, (1.0 - graph) * proba + graph * graph_vote, proba)
     conf = proba.max(axis=1)
     keep = np.flatnonzero(conf >= tau)
     labels = [head.classes[i] for i in proba[keep].argmax(axis=1)]
@@ -203,9 +302,12 @@ def self_train(
     # The last round's own cross-validated temperature would be replaced by the held-out one:
     # skip its k fits when the held-out one can be computed.
     held_out = _held_out_folds(y) is not None
+    vote = None
+    if len(U) and settings.graph > 0:
+        vote = propagate_labels(X, y, U, head.classes, settings.neighbours)
     if len(U):
         for r in range(1, settings.rounds + 1):
-            idx, labels, conf = pseudo_label(head, U, pool, settings.tau)
+            idx, labels, conf = pseudo_label(head, U, pool, settings.tau, vote, settings.graph)
             now = dict(zip(idx.tolist(), labels, strict=True))
             changed = sum(1 for i in set(now) | set(prev) if now.get(i) != prev.get(i))
             if not len(idx) or (r > 1 and changed == 0):
@@ -229,7 +331,7 @@ def self_train(
                 on_round(r, head)
     if rounds and held_out:
         head.temperature, head.cv_accuracy = held_out_temperature(
-            X, y, texts, U, pool, settings.tau, make_head
+            X, y, texts, U, pool, settings, make_head
         )
     return head, {"pool": len(U), "kept": kept_n, "rounds": rounds}
 
@@ -254,15 +356,16 @@ def held_out_temperature(
     texts: Sequence[str] | None,
     U: np.ndarray,
     pool: Sequence[str] | None,
-    tau: float,
+    settings: SelfTrainSettings,
     make_head: Callable[[], IntentHead],
 ) -> tuple[float, float | None]:
     """(temperature, out-of-fold accuracy) for a self-trained head, from labelled rows only.
 
     For each of 3 stratified folds of the labelled rows: a head trained on the other folds
     pseudo-labels the pool, a head trained on those folds + its pseudo-labels (one round, an
-    approximation of ``rounds`` > 1) scores the fold. No fold is ever scored by a head whose
-    training data was labelled with its help. Costs 3 fits on the small labelled set and 3 on
+    approximation of ``rounds`` > 1) scores the fold; with ``settings.graph`` the graph's vote
+    also spreads from the other folds only. No fold is ever scored by a head whose training
+    data was labelled with its help. Costs 3 fits on the small labelled set and 3 on
     the combined set, what the head's own calibration would cost. Needs
     :func:`_held_out_folds` to be possible (``ValueError`` otherwise).
     """
@@ -281,7 +384,10 @@ def held_out_temperature(
         if len(set(y_tr)) < 2:
             continue
         base = make_head().fit(X[tr], y_tr, t_tr)
-        idx, labels, _ = pseudo_label(base, U, pool, tau)
+        vote = None
+        if settings.graph > 0 and len(U):
+            vote = propagate_labels(X[tr], y_tr, U, base.classes, settings.neighbours)
+        idx, labels, _ = pseudo_label(base, U, pool, settings.tau, vote, settings.graph)
         t2 = None if t_tr is None or pool is None else [*t_tr, *(pool[i] for i in idx)]
         head = make_head().fit(np.vstack([X[tr], U[idx]]), [*y_tr, *labels], t2, calibrate=False)
         proba = head.predict_proba(X[te], None if texts is None else [texts[int(i)] for i in te])

@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -252,8 +254,11 @@ def selftrain_pool(data: dict, pool_idx: list[int]) -> tuple[list[str], list[int
     return pool, [row[t] for t in pool]
 
 
-def selftrain_dev_grid(X, y, texts, U, pool, Xd, td, yd, taus, max_rounds: int) -> dict:
-    """Dev accuracy for each tau after each round (a round that stops early repeats the last)."""
+def selftrain_dev_grid(
+    X, y, texts, U, pool, Xd, td, yd, taus, max_rounds: int, graphs=(0.0,), neighbours: int = 15
+) -> dict:
+    """Dev accuracy for each tau (and graph weight) after each round (a round that stops early
+    repeats the last). Rows are keyed by tau, or ``tau/graph`` for a graph weight above 0."""
     from assistant.router_head import IntentHead
     from assistant.router_selftrain import SelfTrainSettings, self_train
 
@@ -265,9 +270,9 @@ def selftrain_dev_grid(X, y, texts, U, pool, Xd, td, yd, taus, max_rounds: int) 
 
     grid: dict = {"base": acc(base), "rows": {}}
     print(f"  dev base (labelled only): {grid['base']:.2f}", flush=True)
-    for tau in taus:
+    for tau, graph in itertools.product(taus, graphs):
         scores: dict[int, float] = {}
-        st = SelfTrainSettings(tau=tau, rounds=max_rounds)
+        st = SelfTrainSettings(tau=tau, rounds=max_rounds, graph=graph, neighbours=neighbours)
         _, stats = self_train(
             X,
             y,
@@ -283,9 +288,10 @@ def selftrain_dev_grid(X, y, texts, U, pool, Xd, td, yd, taus, max_rounds: int) 
         for r in range(1, max_rounds + 1):
             last = scores.get(r, last)
             scores[r] = last
-        grid["rows"][str(tau)] = {"dev_accuracy": scores, "rounds": stats["rounds"]}
+        key = f"{tau}/{graph}" if graph else str(tau)
+        grid["rows"][key] = {"dev_accuracy": scores, "rounds": stats["rounds"]}
         kept = [x["kept"] for x in stats["rounds"]]
-        print(f"  tau {tau}: dev {scores}  kept per round {kept}", flush=True)
+        print(f"  tau/graph {key}: dev {scores}  kept per round {kept}", flush=True)
     grid["seconds"] = round(time.perf_counter() - t0, 1)
     return grid
 
@@ -398,6 +404,23 @@ def main() -> None:
     ap.add_argument("--st-taus", default="0.4,0.5,0.6,0.7", help="tau grid for --selftrain-dev")
     ap.add_argument("--st-max-rounds", type=int, default=2, help="rounds grid for --selftrain-dev")
     ap.add_argument(
+        "--st-graph",
+        type=float,
+        default=0.0,
+        help="with --selftrain: also the self-training rows with this weight of the neighbour "
+        "graph's vote in the pseudo-labels (router.unlabelled.graph)",
+    )
+    ap.add_argument(
+        "--st-graphs", default="0", help="graph weights grid for --selftrain-dev (e.g. 0,0.5)"
+    )
+    ap.add_argument("--st-neighbours", type=int, default=15, help="the graph's edges per text")
+    ap.add_argument(
+        "--st-graph-tau",
+        type=float,
+        default=None,
+        help="tau of the --st-graph rows (default --st-tau; chosen on dev)",
+    )
+    ap.add_argument(
         "--refit-encoder",
         action="store_true",
         help="with --selftrain-dev --finetune: also refit the encoder on the pseudo-labels",
@@ -482,15 +505,27 @@ def main() -> None:
             tag = f"(10 labelled/intent + {len(pool)} unlabelled train texts)"
             print(f"   self-training {tag}, tau {st.tau}, rounds {st.rounds}", flush=True)
             st_data = (st, pool, U, tag)
-            rows[f"llmos IntentHead + self-training {tag}"] = run_selftrain_head(
-                X, y, texts, U, pool, Xt, tt, yt, st, rows["llmos IntentHead"]
-            )
-            if ft_settings is not None:
-                ft = rows["llmos IntentHead + fine-tuned MiniLM"]
-                ft["_U"] = ft["_encoder"].encode(pool)  # the row's own encoder (and vectors)
-                rows[f"llmos IntentHead + fine-tuned + self-training {tag}"] = run_selftrain_head(
-                    ft["_X"], y, texts, ft["_U"], pool, ft["_Xt"], tt, yt, st, ft
+            variants = [("", st)]
+            if args.st_graph > 0:
+                g = dataclasses.replace(
+                    st,
+                    graph=args.st_graph,
+                    neighbours=args.st_neighbours,
+                    tau=args.st_tau if args.st_graph_tau is None else args.st_graph_tau,
                 )
+                variants.append((f" + graph {g.graph} (tau {g.tau})", g))
+            ft = rows.get("llmos IntentHead + fine-tuned MiniLM")
+            if ft is not None:
+                ft["_U"] = ft["_encoder"].encode(pool)  # the row's own encoder (and vectors)
+            for suffix, v in variants:
+                rows[f"llmos IntentHead + self-training{suffix} {tag}"] = run_selftrain_head(
+                    X, y, texts, U, pool, Xt, tt, yt, v, rows["llmos IntentHead"]
+                )
+                if ft is not None:
+                    name = f"llmos IntentHead + fine-tuned + self-training{suffix} {tag}"
+                    rows[name] = run_selftrain_head(
+                        ft["_X"], y, texts, ft["_U"], pool, ft["_Xt"], tt, yt, v, ft
+                    )
         if args.intent_names and split == "10-shot":
             _name_rows(rows, X, y, texts, Xt, tt, yt, st_data)
         results["splits"][split] = {
@@ -536,6 +571,7 @@ def _selftrain_dev(args, data: dict, ft_settings, device: str) -> None:
     from knowledge.embed import shared_embedder
 
     taus = [float(t) for t in args.st_taus.split(",")]
+    graphs = [float(g) for g in args.st_graphs.split(",")]
     texts, y, pool, td, yd, stock = _dev_data(data)
     print(
         f"== self-training dev: {len(texts)} labelled, {len(pool)} unlabelled, dev {len(td)} "
@@ -544,7 +580,17 @@ def _selftrain_dev(args, data: dict, ft_settings, device: str) -> None:
     )
     views: dict = {"frozen": (stock["x"], stock["u"], stock["d"])}
     encoders: dict = {"frozen": shared_embedder()}  # what embeds the names (--intent-names)
-    if ft_settings is not None:
+    if ft_settings is not None and not (args.intent_names or args.refit_encoder):
+        # only vectors are needed: the fine-tuned ones come from the cache when they are there
+        parts = {"x": texts, "u": pool, "d": td}
+        tuned_vecs = _tuned_vectors(texts, y, ft_settings, device, parts)
+        if ft_settings.concat:
+            tuned_vecs = {
+                k: (np.hstack([stock[k], v]) / np.sqrt(2.0)).astype(np.float32)
+                for k, v in tuned_vecs.items()
+            }
+        views["fine-tuned"] = (tuned_vecs["x"], tuned_vecs["u"], tuned_vecs["d"])
+    elif ft_settings is not None:
         from assistant.router_finetune import ConcatEncoder, finetune_encoder
 
         tuned, _ = finetune_encoder(shared_embedder().load(), texts, y, ft_settings, device=device)
@@ -554,24 +600,22 @@ def _selftrain_dev(args, data: dict, ft_settings, device: str) -> None:
         if args.refit_encoder:
             views.update(_refit_views(args, views["fine-tuned"], tuned, texts, y, pool, td, yd))
     out: dict = {**_dev_header(device, len(td), len(pool)), "grids": {}}
+    more = (taus, args.st_max_rounds, graphs, args.st_neighbours)
     for name, (X, U, Xd) in views.items():
         print(f"-- {name} encoder", flush=True)
-        out["grids"][name] = selftrain_dev_grid(
-            X, y, texts, U, pool, Xd, td, yd, taus, args.st_max_rounds
-        )
+        out["grids"][name] = selftrain_dev_grid(X, y, texts, U, pool, Xd, td, yd, *more)
         if args.intent_names and name in encoders:
             print(f"-- {name} encoder + intent names", flush=True)
             Xn, yn, tn = with_names(X, y, texts, encoders[name])
-            out["grids"][name + " + intent names"] = selftrain_dev_grid(
-                Xn, yn, tn, U, pool, Xd, td, yd, taus, args.st_max_rounds
-            )
+            grid = selftrain_dev_grid(Xn, yn, tn, U, pool, Xd, td, yd, *more)
+            out["grids"][name + " + intent names"] = grid
     for name, g in out["grids"].items():
         print(f"\ndev accuracy, {name} encoder (base {g['base']:.2f}; {g['seconds']} s)")
         rounds = range(1, args.st_max_rounds + 1)
-        print(f"{'tau':>6} " + " ".join(f"{'rounds ' + str(r):>9}" for r in rounds))
+        print(f"{'tau/graph':>9} " + " ".join(f"{'rounds ' + str(r):>9}" for r in rounds))
         for tau, row in g["rows"].items():
             accs = " ".join(f"{row['dev_accuracy'][r]:9.2f}" for r in rounds)
-            print(f"{tau:>6} {accs}")
+            print(f"{tau:>9} {accs}")
     _write_dev(out, args.out or "intents_selftrain_dev.json")
 
 
@@ -630,8 +674,6 @@ def _ensemble_dev(args, data: dict, ft_settings, device: str) -> None:
     ``[stock, tuned] / sqrt(2)`` is self-trained (``--st-tau``, ``--st-rounds``) and scored;
     then ``[stock, tuned_1, ..., tuned_k] / sqrt(k + 1)`` under one head, and the average of the
     seed heads' probabilities."""
-    import dataclasses
-
     from assistant.router_head import IntentHead
     from assistant.router_selftrain import SelfTrainSettings, self_train
 

@@ -20,6 +20,7 @@ from assistant.router_selftrain import (
     SelfTrainSettings,
     pool_digest,
     prepare_pool,
+    propagate_labels,
     pseudo_label,
     read_session_texts,
     read_unlabelled_file,
@@ -65,7 +66,19 @@ def test_pool_digest_tracks_the_set_of_texts():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"tau": 0.0}, {"tau": 1.5}, {"rounds": 0}, {"rounds": True}, {"max_pool": 0}, {"x": 1}],
+    [
+        {"tau": 0.0},
+        {"tau": 1.5},
+        {"rounds": 0},
+        {"rounds": True},
+        {"max_pool": 0},
+        {"x": 1},
+        {"graph": -0.1},
+        {"graph": 1.5},
+        {"graph": "0.5"},
+        {"neighbours": 0},
+        {"neighbours": 101},
+    ],
 )
 def test_settings_are_validated(bad):
     with pytest.raises(ValueError):
@@ -161,6 +174,62 @@ def test_the_temperature_is_fitted_on_the_labelled_rows_only():
     assert head.temperature > everything.temperature
 
 
+def _chain_and_far_cluster():
+    """Labelled "a" at e0 and "b" at e1 (five each); unlabelled: a chain of close steps from
+    e0 over e2 to halfway between e2 and e1 (its end is nearer b's examples than a's), and a far
+    tight cluster around e3 that no labelled example is linked to."""
+    rng = np.random.default_rng(0)
+    e = np.eye(16, dtype=np.float32)
+
+    def unit(v):
+        return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+    X = unit(np.vstack([e[0] + 0.02 * rng.standard_normal((5, 16)),
+                        e[1] + 0.02 * rng.standard_normal((5, 16))]))  # fmt: skip
+    y = ["a"] * 5 + ["b"] * 5
+    t = np.linspace(0, 1, 40)[1:, None]
+    first = unit((1 - t) * e[0] + t * e[2])  # e0 -> e2
+    second = unit((1 - t) * e[2] + t * unit(e[2] + e[1]))  # e2 -> halfway to e1
+    far = unit(e[3] + 0.01 * rng.standard_normal((8, 16)))
+    return X, y, np.vstack([first, second, far]), len(first) + len(second)
+
+
+def test_the_graph_follows_a_chain_of_paraphrases_that_the_head_does_not():
+    X, y, U, n_chain = _chain_and_far_cluster()
+    head = _head().fit(X, y)
+    vote = propagate_labels(X, y, U, head.classes, neighbours=4)
+    assert vote.shape == (len(U), 2)
+    chain, far = vote[:n_chain], vote[n_chain:]
+    np.testing.assert_allclose(chain.sum(axis=1), 1.0, rtol=1e-5)
+    assert (chain.argmax(axis=1) == 0).all()  # every step of the chain is "a"
+    assert (far.sum(axis=1) == 0).all()  # nothing labelled reaches the far cluster
+    end = n_chain - 1
+    assert head.predict(U[end : end + 1]) == ["b"]  # nearer b's examples: the head says b
+
+    _, alone, _ = pseudo_label(head, U, None, 0.0)
+    _, mixed, conf = pseudo_label(head, U, None, 0.0, vote, graph=0.9)
+    assert alone[end] == "b" and mixed[end] == "a"
+    # where the graph has no vote, the head's own probabilities decide, unchanged
+    proba = head.predict_proba(U[n_chain:])
+    np.testing.assert_allclose(conf[n_chain:], proba.max(axis=1), rtol=1e-6)
+    assert mixed[n_chain:] == alone[n_chain:]
+    assert propagate_labels(X, y, U[:0], head.classes).shape == (0, 2)
+
+
+def test_self_training_with_the_graph_and_its_settings():
+    X, y, U, n_chain = _chain_and_far_cluster()
+    st = SelfTrainSettings(tau=0.4, rounds=1, graph=0.9, neighbours=4)
+    head, stats = self_train(X, y, None, U, None, st, make_head=_head)
+    assert stats["kept"] > 0 and head.predict(U[n_chain - 1 : n_chain]) == ["a"]
+    plain, _ = self_train(X, y, None, U, None, SelfTrainSettings(tau=0.4), make_head=_head)
+    assert plain.predict(U[n_chain - 1 : n_chain]) == ["b"]
+    # without the graph the settings (and so the router's fingerprint) are what they were
+    assert SelfTrainSettings(tau=0.4).as_dict() == {
+        "tau": 0.4, "rounds": 1, "max_pool": 20_000, "seed": 0
+    }  # fmt: skip
+    assert st.as_dict()["graph"] == 0.9 and SelfTrainSettings.from_dict(st.as_dict()) == st
+
+
 def test_texts_for_one_side_only_is_an_error():
     X, y, U, _ = _clusters()
     with pytest.raises(ValueError, match="both"):
@@ -230,7 +299,18 @@ def test_config_section_is_validated():
     rc = BotConfig.model_validate({"router": {"unlabelled": {"files": "m.txt", "tau": 0.7}}}).router
     assert rc.unlabelled is not None and rc.unlabelled.files == ["m.txt"]
     assert SelfTrainSettings.from_dict(rc.unlabelled.settings()).tau == 0.7
-    for bad in ({}, {"files": ["m.csv"]}, {"sessions": True, "tau": 0}, {"sessions": "x"}):
+    g = BotConfig.model_validate({"router": {"unlabelled": {"files": "m.txt", "graph": 0.5}}})
+    assert g.router.unlabelled is not None
+    assert SelfTrainSettings.from_dict(g.router.unlabelled.settings()).graph == 0.5
+    bads = (
+        {},
+        {"files": ["m.csv"]},
+        {"sessions": True, "tau": 0},
+        {"sessions": "x"},
+        {"sessions": True, "graph": 2},
+        {"sessions": True, "neighbours": 0},
+    )
+    for bad in bads:
         with pytest.raises(ValidationError):
             BotConfig.model_validate({"router": {"unlabelled": bad}})
 
@@ -386,6 +466,7 @@ def test_cli_selftrain_and_bad_inputs(project_dir, monkeypatch, capsys, embedder
         (["--unlabelled", str(project_dir / "bad.jsonl")], "bad.jsonl line 2: invalid JSON"),
         (["--unlabelled", str(msgs), "--tau", "0"], "invalid router self-training settings"),
         (["--tau", "0.5"], "--tau needs --unlabelled"),
+        (["--graph", "0.5"], "--graph needs --unlabelled"),
     ]
     for extra, message in cases:
         code, out, err = _llmos(monkeypatch, capsys, "train", "router", "-p", p, *extra)

@@ -37,6 +37,13 @@ that view. Measured on dev: no gain (see BENCHMARKS.md), so the router does not 
 ``--intent-names`` adds 10-shot rows with each intent's name ("card arrival") as one more
 labelled example of the head, as ``router.intent_names`` does, beside the same rows without it
 (with ``--selftrain-dev``: a dev grid with names beside each grid without).
+
+``--st-graph W`` (with ``--st-graph-tau``) adds self-training rows whose pseudo-labels mix the
+head with a label propagation over a nearest-neighbour graph (``router.unlabelled.graph``),
+beside the rows without it; ``--st-graphs 0,0.5`` adds graph weights to the ``--selftrain-dev``
+grid. With ``--selftrain-dev --finetune`` (and neither ``--intent-names`` nor
+``--refit-encoder``) the fine-tuned vectors come from ``cache/`` when a run with the same
+settings and seed made them.
 """
 
 from __future__ import annotations

@@ -319,8 +319,8 @@ def train_router(
                     f"Encoder fine-tuned: {ft['steps']} steps on {ft['device']} "
                     f"in {ft['seconds']:.1f}s ({ft['stopped']})"
                 )
-        st = bot.router.selftrain_stats
-        if selftrain is not None and st is not None:
+        st = bot.router.selftrain_stats  # from this run's flags or from llmos.yaml
+        if st is not None:
             typer.echo(
                 f"Self-training: kept {st.get('kept')} pseudo-labels of {st.get('pool')} "
                 f"unlabelled messages (tau {st.get('settings', {}).get('tau')}, "
@@ -334,7 +334,7 @@ def train_router(
 
 
 def _selftrain_source(
-    project: str | None, unlabelled: Path | None, tau: float | None, graph: float | None = None
+    project: str | None, unlabelled: Path | None, tau: float | None, graph: float | None
 ) -> tuple[list[str], dict[str, Any]] | None:
     """The unlabelled texts and self-training settings that override llmos.yaml for this run;
     None: nothing to override (the assistant reads ``router.unlabelled`` itself, and a bad

@@ -202,15 +202,15 @@ def propagate_labels(
     with ``S`` the normalised graph and ``Y`` the labelled rows' one-hot intents, by iteration.
     Returns an ``(len(U), len(classes))`` array whose rows sum to 1, or to 0 where no labelled
     row is connected. Exact neighbours, a block of rows at a time (``1024 x n`` floats of
-    memory): about 6 s for 8,000 vectors and 77 intents, 40 s for 20,000 and 200 intents on one
-    CPU thread, a fraction of the head fits around it.
+    memory): 2-2.5 s for Banking77's 8,001 vectors and 77 intents, 17 s for 22,000 random
+    vectors and 200 intents (2 CPU threads), a fraction of the head fits around it.
     """
     import torch
 
-    Z = np.vstack([X, U]).astype(np.float32)
-    n, nl = len(Z), len(X)
     if not len(U):
         return np.zeros((0, len(classes)), dtype=np.float32)
+    Z = np.vstack([X, U]).astype(np.float32)
+    n, nl = len(Z), len(X)
     Z /= np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
     k = min(neighbours, n - 1)
     cols = np.empty((n, k), dtype=np.int64)
@@ -221,18 +221,18 @@ def propagate_labels(
         top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         cols[start : start + len(sim)] = top
         vals[start : start + len(sim)] = np.take_along_axis(sim, top, axis=1)
-    rows = np.repeat(np.arange(n), k)
-    w = np.maximum(vals.ravel(), 0.0) ** GRAPH_POWER
-    index = torch.from_numpy(np.stack([np.concatenate([rows, cols.ravel()]),
-                                       np.concatenate([cols.ravel(), rows])]))  # fmt: skip
-    both = torch.from_numpy(np.concatenate([w, w]))
-    W = torch.sparse_coo_tensor(index, both, (n, n), check_invariants=True)
-    W = W.coalesce()  # W + W^T: an edge either way counts (twice if both ways)
-    deg = torch.sparse.sum(W, dim=1).to_dense()
-    inv = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
-    i, v = W.indices(), W.values()
-    S = torch.sparse_coo_tensor(i, v * inv[i[0]] * inv[i[1]], (n, n), check_invariants=True)
-    S = S.coalesce()
+    # W + W^T (an edge either way counts, twice if both ways), normalised D^-1/2 W D^-1/2
+    src = np.concatenate([np.repeat(np.arange(n), k), cols.ravel()])
+    dst = np.concatenate([cols.ravel(), np.repeat(np.arange(n), k)])
+    w = np.tile(np.maximum(vals.ravel(), 0.0) ** GRAPH_POWER, 2)
+    deg = np.bincount(src, weights=w, minlength=n)
+    inv = np.divide(1.0, np.sqrt(deg), out=np.zeros_like(deg), where=deg > 0)
+    S = torch.sparse_coo_tensor(
+        torch.from_numpy(np.stack([src, dst])),
+        torch.from_numpy((w * inv[src] * inv[dst]).astype(np.float32)),
+        (n, n),
+        check_invariants=True,
+    ).coalesce()
     index_of = {c: j for j, c in enumerate(classes)}
     Y = torch.zeros((n, len(classes)), dtype=torch.float32)
     Y[torch.arange(nl), torch.tensor([index_of[c] for c in y], dtype=torch.int64)] = 1.0

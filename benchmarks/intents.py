@@ -468,6 +468,8 @@ def main() -> None:
         )
     if args.ft_seeds and not (args.selftrain_dev and ft_settings is not None):
         ap.error("--ft-seeds needs --selftrain-dev and --finetune")
+    if args.st_graph_tau is not None and not (args.selftrain and args.st_graph > 0):
+        ap.error("--st-graph-tau needs --selftrain and --st-graph")
     data = load_banking77(args.data)
     if args.ft_seeds:
         _ensemble_dev(args, data, ft_settings, device)
@@ -591,12 +593,7 @@ def _selftrain_dev(args, data: dict, ft_settings, device: str) -> None:
         # only vectors are needed: the fine-tuned ones come from the cache when they are there
         parts = {"x": texts, "u": pool, "d": td}
         tuned_vecs = _tuned_vectors(texts, y, ft_settings, device, parts)
-        if ft_settings.concat:
-            tuned_vecs = {
-                k: (np.hstack([stock[k], v]) / np.sqrt(2.0)).astype(np.float32)
-                for k, v in tuned_vecs.items()
-            }
-        views["fine-tuned"] = (tuned_vecs["x"], tuned_vecs["u"], tuned_vecs["d"])
+        views["fine-tuned"] = _view(stock, tuned_vecs) if ft_settings.concat else _view(tuned_vecs)
     elif ft_settings is not None:
         from assistant.router_finetune import ConcatEncoder, finetune_encoder
 
@@ -657,6 +654,13 @@ def _write_dev(out: dict, name: str) -> None:
     print(f"wrote {path.relative_to(ROOT)}")
 
 
+def _view(*parts: dict) -> tuple:
+    """The (x, u, d) vectors a head sees over several encoders: ``[e_1, ..., e_k] / sqrt(k)``,
+    as ``ConcatEncoder`` builds them for [stock, fine-tuned]."""
+    k = np.sqrt(float(len(parts)))
+    return tuple((np.hstack([p[s] for p in parts]) / k).astype(np.float32) for s in ("x", "u", "d"))
+
+
 def _tuned_vectors(texts, y, settings, device, parts: dict) -> dict:
     """Fine-tune an encoder with ``settings`` and embed each list in ``parts`` with it; cached
     under ``cache/`` by seed and texts, so a rerun skips the minutes of fine-tuning."""
@@ -695,12 +699,6 @@ def _ensemble_dev(args, data: dict, ft_settings, device: str) -> None:
         tuned[seed] = _tuned_vectors(texts, y, settings, device, {"x": texts, "u": pool, "d": td})
         print(f"   seed {seed}: encoder ready in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    def view(*parts: dict) -> tuple:
-        k = np.sqrt(float(len(parts)))
-        return tuple(
-            (np.hstack([p[s] for p in parts]) / k).astype(np.float32) for s in ("x", "u", "d")
-        )
-
     def fit(X, U) -> tuple:
         t0 = time.perf_counter()
         base = IntentHead(seed=0).fit(X, y, texts)
@@ -719,8 +717,8 @@ def _ensemble_dev(args, data: dict, ft_settings, device: str) -> None:
         "rows": {},
     }
     probas = []
-    views = [(f"seed {s}", view(stock, tuned[s])) for s in seeds]
-    views.append(("concat " + "+".join(map(str, seeds)), view(stock, *tuned.values())))
+    views = [(f"seed {s}", _view(stock, tuned[s])) for s in seeds]
+    views.append(("concat " + "+".join(map(str, seeds)), _view(stock, *tuned.values())))
     for name, (X, U, Xd) in views:
         base, head, secs = fit(X, U)
         p = head.predict_proba(Xd, td)

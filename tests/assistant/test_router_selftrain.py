@@ -353,6 +353,13 @@ def test_default_fingerprints_are_unchanged(fake_embedder, tmp_path):
     r.set_selftrain(None)
     r.set_finetune(None)
     assert r._fp_params() == {}
+    # a self-trained router without the graph keeps its fingerprint whatever `neighbours` says
+    r.set_selftrain(["x"], {"tau": 0.5})
+    plain = r._fp_params()
+    r.set_selftrain(["x"], {"tau": 0.5, "graph": 0.0, "neighbours": 30})
+    assert r._fp_params() == plain
+    r.set_selftrain(["x"], {"tau": 0.5, "graph": 0.5})
+    assert r._fp_params() != plain
 
 
 def test_selftrained_router_persists_reloads_and_retrains_on_change(embedder, tmp_path):
@@ -382,6 +389,13 @@ def test_selftrained_router_persists_reloads_and_retrains_on_change(embedder, tm
     assert more.ensure_trained(ex) is True
     tau = IntentRouter(embedder, model_dir, unlabelled=UNLABELLED, selftrain={"tau": 0.9})
     assert tau.ensure_trained(ex) is True
+    g = {"tau": 0.05, "graph": 0.5, "neighbours": 3}
+    graph = IntentRouter(embedder, model_dir, unlabelled=UNLABELLED, selftrain=g)
+    assert graph.ensure_trained(ex) is True and graph.selftrain_stats is not None
+    assert graph.selftrain_stats["settings"]["graph"] == 0.5 and graph.selftrain_stats["kept"] == 6
+    assert graph.route("somebody took my card").intent == "lost_card"
+    doc = json.loads((model_dir / "router.json").read_text())
+    assert doc["selftrain"]["settings"]["neighbours"] == 3
     frozen = IntentRouter(embedder, model_dir)
     assert frozen.ensure_trained(ex) is True and frozen.selftrain_stats is None
     assert "selftrain" not in json.loads((model_dir / "router.json").read_text())
@@ -480,6 +494,14 @@ def test_cli_selftrain_and_bad_inputs(project_dir, monkeypatch, capsys, embedder
     code, out, err = _llmos(monkeypatch, capsys, "train", "router", "-p", p)
     assert code == 1 and err == "error: bad.jsonl line 2: invalid JSON (Expecting value)\n"
     assert {f: (router_dir / f).read_bytes() for f in stored} == stored  # nothing was touched
+
+    # settings from llmos.yaml alone (the README's graph setting): the summary line shows them
+    (project_dir / "llmos.yaml").write_text(
+        "name: bot\nrouter:\n  unlabelled: {files: messages.txt, graph: 0.5, tau: 0.05}\n"
+    )
+    code, out, err = _llmos(monkeypatch, capsys, "train", "router", "-p", p)
+    assert code == 0, err
+    assert "Self-training: kept" in out and "(tau 0.05, graph 0.5, 1 round(s)" in out
 
 
 def test_a_start_with_router_unlabelled_keeps_the_self_trained_router(project_dir):

@@ -14,15 +14,17 @@ understates every model alike.
 Model FLOPs per token: 6N (forward + backward over every weight used in a matmul, the tied
 output head included) + 12 * n_layer * n_embd * T for attention scores (PaLM appendix B).
 Our run goes through ``lm.train.train_lm`` (the real loop: data sampling, clipping, schedule;
-the first step and the final evaluation are left out of the rate), eager, eager with the plain
-logits loss instead of the chunked one (``lm/loss.py``), and with ``--compile`` (its one-off
-compile step left out); the baseline is a minimal loop around ``GPT2LMHeadModel`` (~7M
-parameters). Results: ``benchmarks/results/lm_speed.json``.
+the first step and the final evaluation are left out of the rate): eager with glibc's default
+heap (``LLMOS_RETAIN_HEAP=0``, see ``lm/heap.py``), eager, eager with the plain logits loss
+instead of the chunked one (``lm/loss.py``), and with ``--compile`` (its one-off compile step
+left out); the baseline is a minimal loop around ``GPT2LMHeadModel`` (~7M parameters), run
+with the same heap setting as ours. Results: ``benchmarks/results/lm_speed.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -32,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.lm_quality import SHAKESPEARE, table, write_result
+from lm.heap import OFF_VAR, retained_heap
 
 PROBE_EVERY = 3  # training steps between two peak samples
 PROBE_S = 1.0  # seconds of back-to-back matmuls per sample
@@ -198,7 +201,13 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     steps = 15 if a.quick else 60
     probe = PeakProbe()
-    runs = [("ours small (Llama)", run_ours(steps, Path(tempfile.mkdtemp()), probe))]
+    # First, while glibc's malloc still has its start-up settings: the same loop with
+    # lm/heap.py switched off, i.e. freed activations handed back to the kernel every step.
+    # (glibc cannot switch its dynamic thresholds back on, so this row has to come first.)
+    os.environ[OFF_VAR] = "0"
+    runs = [("ours small, glibc default heap", run_ours(steps, Path(tempfile.mkdtemp()), probe))]
+    del os.environ[OFF_VAR]
+    runs.append(("ours small (Llama)", run_ours(steps, Path(tempfile.mkdtemp()), probe)))
     # The same loop with the plain logits loss: what the chunked loss (lm/loss.py) buys.
     runs.append(
         (
@@ -210,7 +219,8 @@ def main() -> None:
         runs.append(
             ("ours small, --compile", run_ours(steps, Path(tempfile.mkdtemp()), probe, True))
         )
-    runs.append(("transformers GPT-2", run_gpt2(steps, probe)))
+    with retained_heap():  # the baseline gets the same heap setting as our loop
+        runs.append(("transformers GPT-2", run_gpt2(steps, probe)))
     burst = probe.best
     rows = []
     for name, r in runs:

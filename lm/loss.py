@@ -24,7 +24,9 @@ def _linear_ce_function() -> Any:
         computed in the forward pass (one chunk at a time) and scaled in the backward."""
 
         @staticmethod
-        def forward(ctx: Any, hidden: Any, weight: Any, targets: Any, chunk: int) -> Any:  # type: ignore[override]
+        def forward(
+            ctx: Any, hidden: Any, weight: Any, targets: Any, chunk: int, block: Any
+        ) -> Any:  # type: ignore[override]
             keep = targets != IGNORE_INDEX
             n = int(keep.sum())
             need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
@@ -35,7 +37,7 @@ def _linear_ce_function() -> Any:
                 h = hidden[s : s + chunk]
                 t = targets[s : s + chunk]
                 k = keep[s : s + chunk]
-                nll, probs = _block((h @ weight.t()).float(), torch.where(k, t, 0))
+                nll, probs = block((h @ weight.t()).float(), torch.where(k, t, 0))
                 total += (nll * k).sum()
                 if need_grad:
                     # d(mean CE)/d(logits) = (softmax - one_hot) / n, zero on ignored rows;
@@ -53,7 +55,7 @@ def _linear_ce_function() -> Any:
         @staticmethod
         def backward(ctx: Any, grad_out: Any) -> Any:  # type: ignore[override]
             grad_h, grad_w = ctx.saved_tensors
-            return grad_h * grad_out, grad_w * grad_out, None, None
+            return grad_h * grad_out, grad_w * grad_out, None, None, None
 
     return LinearCrossEntropy
 
@@ -70,28 +72,56 @@ def _block(logits: Any, targets: Any) -> tuple[Any, Any]:
     return nll, probs
 
 
+def _block_fused(logits: Any, targets: Any) -> Any:
+    """``_block`` written for ``torch.compile``, which turns it into two loops over the block
+    (row log-sum-exp, then loss, softmax and one-hot together)."""
+    import torch
+
+    lse = torch.logsumexp(logits, dim=-1)
+    nll = lse - logits.gather(1, targets[:, None]).squeeze(1)
+    cols = torch.arange(logits.shape[1], device=logits.device)
+    hot = (cols[None, :] == targets[:, None]).to(logits.dtype)
+    return nll, torch.exp(logits - lse[:, None]) - hot
+
+
 _FN: Any = None
+_COMPILED_BLOCK: Any = None
+
+
+def compiled_block() -> Any:
+    """The per-block softmax as one ``torch.compile``d function, for ``--compile`` runs.
+
+    Session 13, quiet machine, retained heap (``lm/heap.py``): a [1,024, 4,096] block plus its
+    matmul took 16.9-17.8 ms against 19.1-19.5 ms eager, about 1% of a ``small`` step. (Session
+    7's A/B, on a loaded machine and before the heap change, had found no gain.)"""
+    global _COMPILED_BLOCK
+    if _COMPILED_BLOCK is None:
+        import torch
+
+        _COMPILED_BLOCK = torch.compile(_block_fused, dynamic=False)
+    return _COMPILED_BLOCK
 
 
 CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in fp32): 1,024 rows of a 4,096 vocabulary
 
 
-def linear_cross_entropy(hidden: Any, weight: Any, targets: Any, chunk: int | None = None) -> Any:
+def linear_cross_entropy(
+    hidden: Any, weight: Any, targets: Any, chunk: int | None = None, block: Any = None
+) -> Any:
     """Mean cross-entropy of ``hidden @ weight.T`` (``[..., d]`` by ``[vocab, d]``) against
     ``targets`` (``IGNORE_INDEX`` rows skipped), equal to ``F.cross_entropy`` on the logits.
 
     ``chunk`` rows at a time; by default as many as keep a chunk's logits near
-    ``CHUNK_ELEMENTS`` (a small vocabulary, e.g. characters, is done in one chunk). The
-    per-block softmax stays eager under ``--compile`` too: a ``torch.compile``d version
-    (logsumexp, exp and the one-hot in one fused loop) was no faster than ``_block`` in A/B
-    timings on a loaded 2-core machine."""
+    ``CHUNK_ELEMENTS`` (a small vocabulary, e.g. characters, is done in one chunk). ``block``
+    computes each chunk's loss and ``softmax - one_hot``: ``_block`` (eager) by default,
+    ``compiled_block()`` in ``--compile`` runs."""
     global _FN
     if _FN is None:
         _FN = _linear_ce_function()
     d = hidden.shape[-1]
     if chunk is None:
         chunk = max(256, CHUNK_ELEMENTS // max(int(weight.shape[0]), 1))
-    return _FN.apply(hidden.reshape(-1, d), weight, targets.reshape(-1), chunk)
+    return _FN.apply(hidden.reshape(-1, d), weight, targets.reshape(-1), chunk, block or _block)
 
 
 def fused_loss_parts(model: Any) -> tuple[Any, Any] | None:

@@ -37,7 +37,7 @@ from lm.checkpoint import (
 from lm.data import encode_documents, get_batch, read_corpus, split_tokens
 from lm.errors import CheckpointError, LMError
 from lm.heap import retained_heap
-from lm.loss import fused_loss_parts, linear_cross_entropy
+from lm.loss import compiled_block, fused_loss_parts, linear_cross_entropy
 from lm.model import build_config, build_model, count_parameters, get_preset
 from lm.optim import OPTIMIZERS, lr_at, make_optimizer, restore_optimizer, set_lr
 
@@ -297,16 +297,18 @@ def _train_lm(
     if cfg.fused_loss and accelerator is None and isinstance(ctx, contextlib.nullcontext):
         parts = fused_loss_parts(model)
     body, head = parts if parts else (None, None)
-    if cfg.compile:  # one compiled graph: the training forward (evaluation runs eager)
+    loss_block = None  # the loss's per-chunk softmax (lm/loss.py): eager unless compiling
+    if cfg.compile:  # compiled graphs: the training forward and loss (evaluation runs eager)
         if body is not None:
             body = torch.compile(body)
+            loss_block = compiled_block()
         else:
             fwd = torch.compile(fwd)
 
     def batch_loss(x: Any, y: Any) -> Any:
         if body is not None and head is not None:
             hidden = body(input_ids=x).last_hidden_state
-            return linear_cross_entropy(hidden, head.weight, y)
+            return linear_cross_entropy(hidden, head.weight, y, block=loss_block)
         with ctx:
             logits = fwd(input_ids=x).logits
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())

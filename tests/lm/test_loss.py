@@ -6,7 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lm.loss import IGNORE_INDEX, fused_loss_parts, linear_cross_entropy
+from lm.loss import (
+    IGNORE_INDEX,
+    _block,
+    _block_fused,
+    compiled_block,
+    fused_loss_parts,
+    linear_cross_entropy,
+)
 from lm.model import build_config, build_model, get_preset
 
 
@@ -26,6 +33,28 @@ def test_matches_cross_entropy_with_ignored_rows(chunk):
     assert torch.allclose(got.detach(), ref.detach(), atol=1e-5)
     assert torch.allclose(h.grad, gh, atol=1e-6)
     assert torch.allclose(w.grad, gw, atol=1e-6)
+
+
+@pytest.mark.parametrize("block", ["fused", "compiled"])
+def test_the_fused_block_matches_the_eager_one(block):
+    """``--compile`` runs swap the per-chunk softmax for ``compiled_block()``."""
+    g = torch.Generator().manual_seed(1)
+    fn = compiled_block() if block == "compiled" else _block_fused
+    logits = torch.randn(24, 50, generator=g) * 4
+    t = torch.randint(0, 50, (24,), generator=g)
+    (n1, p1), (n2, p2) = _block(logits.clone(), t), fn(logits, t)
+    assert torch.allclose(n1, n2, atol=1e-5) and torch.allclose(p1, p2, atol=1e-6)
+    h = torch.randn(24, 8, generator=g, requires_grad=True)
+    w = torch.randn(50, 8, generator=g, requires_grad=True)
+    t[::4] = IGNORE_INDEX
+    ref = F.cross_entropy(h @ w.t(), t, ignore_index=IGNORE_INDEX)
+    ref.backward()
+    gh, gw = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    got = linear_cross_entropy(h, w, t, chunk=10, block=fn)
+    got.backward()
+    assert torch.allclose(got.detach(), ref.detach(), atol=1e-5)
+    assert torch.allclose(h.grad, gh, atol=1e-6) and torch.allclose(w.grad, gw, atol=1e-6)
 
 
 def test_no_grad_and_all_ignored():

@@ -31,7 +31,7 @@ from lm.checkpoint import (
 )
 from lm.data import encode_chat, read_chat_jsonl
 from lm.errors import CheckpointError, DataError, LMError
-from lm.heap import retained_heap
+from lm.heap import in_retained_heap
 from lm.model import count_parameters
 from lm.optim import lr_at, make_optimizer, restore_optimizer, set_lr
 from lm.train import ProgressFn
@@ -105,6 +105,7 @@ def _eval_loss(
     return total / max(count, 1)
 
 
+@in_retained_heap  # freed activations reused, not page-faulted back (lm/heap.py)
 def finetune(
     base: str | Path | None,
     data: str | Path,
@@ -118,32 +119,6 @@ def finetune(
     show_progress: bool = True,
 ) -> FinetuneResult:
     """Fine-tune ``base`` on chat JSONL ``data``; write ``best/``, ``last/`` (and ``merged/``)."""
-    with retained_heap():  # freed activations reused, not page-faulted back (lm/heap.py)
-        return _finetune(
-            base,
-            data,
-            out_dir,
-            config,
-            lora=lora,
-            merge=merge,
-            resume=resume,
-            on_progress=on_progress,
-            show_progress=show_progress,
-        )
-
-
-def _finetune(
-    base: str | Path | None,
-    data: str | Path,
-    out_dir: str | Path,
-    config: FinetuneConfig | None = None,
-    *,
-    lora: bool = False,
-    merge: bool = False,
-    resume: bool = False,
-    on_progress: ProgressFn | None = None,
-    show_progress: bool = True,
-) -> FinetuneResult:
     import torch
     from tqdm import tqdm
 

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
@@ -85,3 +87,18 @@ def retained_heap() -> Iterator[bool]:
                 if _depth == 0:
                     libc.mallopt(M_TRIM_THRESHOLD, AFTER_TRIM_THRESHOLD)
                     libc.malloc_trim(0)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def in_retained_heap(fn: Callable[P, R]) -> Callable[P, R]:
+    """Decorator: run ``fn`` inside ``retained_heap()`` (training entry points)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with retained_heap():
+            return fn(*args, **kwargs)
+
+    return wrapper

@@ -36,7 +36,7 @@ from lm.checkpoint import (
 )
 from lm.data import encode_documents, get_batch, read_corpus, split_tokens
 from lm.errors import CheckpointError, LMError
-from lm.heap import retained_heap
+from lm.heap import in_retained_heap
 from lm.loss import compiled_block, fused_loss_parts, linear_cross_entropy
 from lm.model import build_config, build_model, count_parameters, get_preset
 from lm.optim import OPTIMIZERS, lr_at, make_optimizer, restore_optimizer, set_lr
@@ -166,6 +166,7 @@ def estimate_loss(
     return float(sum(losses) / len(losses))
 
 
+@in_retained_heap  # freed activations reused, not page-faulted back (lm/heap.py)
 def train_lm(
     corpus: list[str | Path],
     out_dir: str | Path,
@@ -186,28 +187,6 @@ def train_lm(
         on_progress: called as ``on_progress(done, total, info)`` after every step.
         documents: extra in-memory documents trained on with the files (e.g. rendered chats).
     """
-    with retained_heap():  # freed activations reused, not page-faulted back (lm/heap.py)
-        return _train_lm(
-            corpus,
-            out_dir,
-            config,
-            resume=resume,
-            on_progress=on_progress,
-            show_progress=show_progress,
-            documents=documents,
-        )
-
-
-def _train_lm(
-    corpus: list[str | Path],
-    out_dir: str | Path,
-    config: TrainConfig | None = None,
-    *,
-    resume: bool = False,
-    on_progress: ProgressFn | None = None,
-    show_progress: bool = True,
-    documents: list[str] | None = None,
-) -> TrainResult:
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm

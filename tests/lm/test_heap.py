@@ -91,3 +91,22 @@ def test_nested_blocks_and_threads_release_only_at_the_outermost_exit():
         "after_thread": 1,
         "after_all": 0,
     }
+
+
+def test_training_runs_inside_the_retained_heap(tmp_path, corpus_file):
+    import lm.heap as heap
+    from lm.train import train_lm
+    from tests.lm.conftest import tiny_config
+
+    if heap._libc() is None:
+        pytest.skip("malloc tuning is off in this environment")
+    depths: list[int] = []
+    train_lm(
+        [corpus_file],
+        tmp_path / "run",
+        tiny_config(steps=2),
+        show_progress=False,
+        on_progress=lambda done, total, info: depths.append(heap._depth),
+    )
+    assert depths and all(d >= 1 for d in depths)
+    assert heap._depth == 0  # released when training ends

@@ -5,18 +5,19 @@ to 32 MiB) with a fresh ``mmap`` and returns the heap's top to the kernel once m
 trim threshold is free. A training step allocates and frees megabytes of activations and
 logits blocks, so under those defaults every step gives them back and page-faults them in again,
 zero-filled by the kernel: one forward and backward pass of the ``small`` preset's loss
-(``lm/loss.py``) took about 25,000 minor page faults (about 100 MB zeroed), and
+(``lm/loss.py``) took about 25,600 minor page faults (about 100 MB zeroed), and
 its softmax block ran 3x slower than on warm memory. With both thresholds fixed high the same
 call takes about 2,500 and the whole training step runs a few percent faster (BENCHMARKS.md,
-"Training speed"). This is what jemalloc or tcmalloc, which PyTorch's CPU tuning guide
-recommends, would give, without preloading a library.
+"Training speed"). jemalloc and tcmalloc, which PyTorch's CPU performance tuning guide
+recommends preloading, keep freed memory for reuse in the same way; this needs no preload.
 
-The cost is freed memory that stays mapped while training runs: at most the trim threshold
-(1 GiB) beyond what the run had in use, and the run peaked at that much anyway. When the
-outermost ``retained_heap`` block ends, what is free goes back to the kernel (``malloc_trim``)
-and the trim threshold drops to twice the mmap threshold, the state glibc's own dynamic rule
-reaches once it has seen a 32 MiB buffer freed, so a chat or server process that trained a
-model keeps no more than it would have. (glibc has no way to switch its dynamic rule back on.)
+The cost: memory the run frees stays mapped until training ends. That is never more than
+the run itself had in use at its peak; the trim threshold (1 GiB) only caps how much of it is
+kept. When the outermost ``retained_heap`` block ends, what is free goes back to the kernel
+(``malloc_trim``) and the trim threshold drops to twice the mmap threshold, the state glibc's
+own dynamic rule reaches once it has seen a 32 MiB buffer freed, so a chat or server process
+that trained a model keeps no more than it would have. (glibc has no way to switch its dynamic
+rule back on.)
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ def retained_heap() -> Iterator[bool]:
     """Within the block, freed buffers up to 32 MiB stay in the heap for reuse.
 
     Yields whether the setting is in effect (glibc on Linux, no malloc tuning of the user's
-    own in the environment, and ``LLMOS_RETAIN_HEAP`` not ``0``); otherwise it changes nothing. Blocks may nest and run in
-    several threads: the first to enter applies it, the last to leave releases it."""
+    own in the environment, and ``LLMOS_RETAIN_HEAP`` not ``0``); otherwise it changes
+    nothing. Blocks may nest and run in several threads: the first to enter applies it, the
+    last to leave releases it."""
     global _depth
     libc = _libc()
     with _lock:

@@ -17,7 +17,10 @@ base     12       768     12       1024   32000   a GPU (~110M)
 ``small`` has two heads of 128 rather than four of 64: on 2 CPU cores PyTorch's flash
 attention runs the wider heads about 20% faster, and in 5 minutes of training on
 tinyshakespeare (BPE) the two-head model took 365 steps to the four-head model's 349 and
-reached a validation loss of 4.530 against 4.596 (BENCHMARKS.md, "Training speed").
+reached a validation loss of 4.530 against 4.596 (BENCHMARKS.md, "Training speed"). At an
+equal number of steps it may be slightly behind: after 1,000 steps on mixed text its
+WikiText-2 perplexity was 433 against the four-head model's 394 (a different session's run).
+A same-session comparison is still to do.
 """
 
 from __future__ import annotations

@@ -205,8 +205,12 @@ def main() -> None:
     # lm/heap.py switched off, i.e. freed activations handed back to the kernel every step.
     # (glibc cannot switch its dynamic thresholds back on, so this row has to come first.)
     os.environ[OFF_VAR] = "0"
-    runs = [("ours small, glibc default heap", run_ours(steps, Path(tempfile.mkdtemp()), probe))]
-    del os.environ[OFF_VAR]
+    try:
+        runs = [
+            ("ours small, glibc default heap", run_ours(steps, Path(tempfile.mkdtemp()), probe))
+        ]
+    finally:
+        del os.environ[OFF_VAR]
     runs.append(("ours small (Llama)", run_ours(steps, Path(tempfile.mkdtemp()), probe)))
     # The same loop with the plain logits loss: what the chunked loss (lm/loss.py) buys.
     runs.append(

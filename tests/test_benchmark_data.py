@@ -7,7 +7,7 @@ session 11 because the loader lower-cased ``Refund_not_showing_up`` in the 10-sh
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import shutil
 from pathlib import Path
 from types import ModuleType

@@ -5,7 +5,8 @@
         print(delta, end="")
 
 For Llama-family models decoding runs on :class:`lm.fastdecode.FastLlama` (fused
-projections, a static per-call KV cache, ``torch.inference_mode``); other architectures use
+projections, weights laid out for matrix-vector products, a static per-call KV cache,
+``torch.inference_mode``); other architectures use
 the transformers forward with a ``DynamicCache``. Each call owns its cache and its random
 generator, so one ``Generator`` serves concurrent server requests without sharing state; the
 weights are only read. ``quantize=True`` applies int8 dynamic quantization to the linear
@@ -148,15 +149,18 @@ class Generator:
             if self._fast is not None:
                 cache = self._fast.new_cache(B, T + opts.max_new_tokens)
                 mask = real if padded else None
-                logits = self._fast(ids, pos, cache, 0, mask)
+                # Without left padding every position is its cache slot: no position tensor.
+                fpos = pos if padded else None
+                logits = self._fast(ids, fpos, cache, 0, mask)
                 start = T
                 for _ in range(opts.max_new_tokens):
                     nxt = select(logits[:, :vocab], opts, seen, gen)
                     yield nxt
                     if seen is not None:
                         seen[torch.arange(B), nxt] = True
-                    pos = pos[:, -1:] + 1
-                    logits = self._fast(nxt[:, None], pos, cache, start, mask)
+                    if fpos is not None:
+                        fpos = fpos[:, -1:] + 1
+                    logits = self._fast(nxt[:, None], fpos, cache, start, mask)
                     start += 1
             else:
                 from transformers import DynamicCache

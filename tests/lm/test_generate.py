@@ -27,6 +27,15 @@ def test_fast_decode_matches_transformers_logits(tiny_generator):
         step = g._fast(ids[:, -1:], torch.tensor([[6]]), cache, 6)
     assert torch.allclose(got, ref_prev, atol=1e-4)
     assert torch.allclose(step, ref, atol=1e-4)
+    # Every matmul weight of the decode path lies input-major (fast matrix-vector products).
+    linears = [m for m in g._fast.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 4 * g.model.config.num_hidden_layers + 1
+    assert all(m.weight.t().is_contiguous() for m in linears)
+    # Without left padding the positions may be left out: they are the cache slots.
+    with torch.inference_mode():
+        cache = g._fast.new_cache(1, 16)
+        assert torch.equal(g._fast(ids[:, :-1], None, cache, 0), got)
+        assert torch.equal(g._fast(ids[:, -1:], None, cache, 6), step)
 
 
 def test_greedy_equals_transformers_generate(tiny_generator):

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/lm_wikitext.py [--quick] [--budget 1200 | --steps 1000]
                                                [--threads 2] [--corpus mixed|shakespeare]
+                                               [--heads 2,4]
 
 The model never sees Wikipedia: it trains for a fixed budget (wall-clock, or a number of
 steps, which gives the same model however busy the machine is) on the English text of the
@@ -12,7 +13,8 @@ queries, the StackFAQ questions and answers, and the SAMSum validation and Dialo
 dialogues with their summaries (no test split of any of them; WikiText's own train and valid
 files are never read). ``shakespeare`` is tinyshakespeare alone. Side by side in the same
 run: an add-one unigram model over the same tokenizer and training text, the floor any
-language model should beat. Word-level perplexity (total nats / WikiText words) makes the
+language model should beat. ``--heads 2,4`` trains one model per head count (same seed, data
+and budget) and scores each, an A/B of the preset's attention shape. Word-level perplexity (total nats / WikiText words) makes the
 figure independent of our tokenizer. Results: ``benchmarks/results/lm_wikitext.json``.
 """
 
@@ -75,6 +77,11 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--corpus", choices=["mixed", "shakespeare"], default="mixed")
+    ap.add_argument(
+        "--heads",
+        default=None,
+        help="comma-separated attention head counts to train and compare (default: the preset's)",
+    )
     a = ap.parse_args()
     import numpy as np
     import torch
@@ -87,26 +94,49 @@ def main() -> None:
     test = (DATA / "wikitext2" / "wiki.test.tokens").read_text(encoding="utf-8")
     if a.quick:
         test = test[:100_000]
-    out = Path(tempfile.mkdtemp())
     corpus_dir = Path(tempfile.mkdtemp())
     corpus = mixed_corpus(corpus_dir) if a.corpus == "mixed" else [SHAKESPEARE]
     corpus_chars = sum(len(p.read_text(encoding="utf-8")) for p in corpus)
-    cfg = TrainConfig(
-        preset="small",
-        time_budget_s=None if a.steps else budget,
-        steps=a.steps,
-        eval_interval=200,
-        eval_iters=4,
-        warmup_steps=10 if a.quick else None,
-    )
-    r = train_lm(list(corpus), out, cfg, show_progress=False)
-    g = Generator.from_dir(out)
-    tok = g.tokenizer
-    ids = tok(test, add_special_tokens=False)["input_ids"]
-    block = int(g.model.config.max_position_embeddings)
-    per_tok, _ = full_val_loss(lambda x: g.model(input_ids=x).logits, ids, block, len(test))
+    heads = [int(h) for h in a.heads.split(",")] if a.heads else [None]
+    runs = []  # (label, train result, per-token test loss)
+    for n_head in heads:
+        overrides = (
+            {}
+            if n_head is None
+            else {
+                "num_attention_heads": n_head,
+                "num_key_value_heads": n_head,
+            }
+        )
+        cfg = TrainConfig(
+            preset="small",
+            time_budget_s=None if a.steps else budget,
+            steps=a.steps,
+            eval_interval=200,
+            eval_iters=4,
+            warmup_steps=10 if a.quick else None,
+            model_overrides=overrides,
+        )
+        out = Path(tempfile.mkdtemp())
+        r = train_lm(list(corpus), out, cfg, show_progress=False)
+        g = Generator.from_dir(out)
+        tok = g.tokenizer
+        ids = tok(test, add_special_tokens=False)["input_ids"]
+        block = int(g.model.config.max_position_embeddings)
+        model = g.model
+        per_tok, _ = full_val_loss(lambda x, m=model: m(input_ids=x).logits, ids, block, len(test))
+        h = int(g.model.config.num_attention_heads)
+        label = "ours small" if n_head is None else f"ours small, {h} heads"
+        runs.append((label, r, per_tok))
+        print(
+            f"{label}: trained {r.parameters:,} parameters for {r.step} steps "
+            f"({r.elapsed_s:.0f}s, {r.tokens_per_s:,.0f} tokens/s); held-out val loss "
+            f"{r.best_val_loss:.4f}; WikiText-2 test loss/token {per_tok:.4f}",
+            flush=True,
+        )
     n_words = len(test.split())
-    # Unigram floor over the same tokenizer and training text (add-one smoothing).
+    # Unigram floor over the same tokenizer and training text (add-one smoothing); every run
+    # trains the same tokenizer on the same text, so one floor serves them all.
     train_text = "\n".join(p.read_text(encoding="utf-8") for p in corpus)
     train_ids = tok(train_text, add_special_tokens=False)["input_ids"]
     counts = np.bincount(np.asarray(train_ids), minlength=len(tok)).astype(np.float64) + 1.0
@@ -115,7 +145,8 @@ def main() -> None:
     uni_tok = float(-logp[scored].mean())
     rows = []
     results = {}
-    for name, loss in (("unigram (add-one)", uni_tok), ("ours small", per_tok)):
+    scored_rows = [("unigram (add-one)", uni_tok)] + [(label, loss) for label, _, loss in runs]
+    for name, loss in scored_rows:
         word_ppl = math.exp(min(loss * (len(scored) / n_words), 700))
         results[name] = {
             "loss_per_token": loss,
@@ -123,11 +154,7 @@ def main() -> None:
             "word_perplexity": word_ppl,
         }
         rows.append([name, f"{loss:.4f}", f"{math.exp(loss):,.1f}", f"{word_ppl:,.1f}"])
-    print(
-        f"trained {r.parameters:,} parameters for {r.step} steps ({r.elapsed_s:.0f}s) on "
-        f"{a.corpus} ({len(corpus)} files, {corpus_chars:,} chars); held-out val loss "
-        f"{r.best_val_loss:.4f}\n"
-    )
+    print(f"\ncorpus: {a.corpus} ({len(corpus)} files, {corpus_chars:,} chars)\n")
     print(table(rows, ["model", "test loss/token", "token ppl", "word ppl"]))
     print(
         "\nOUT OF DOMAIN: trained on non-Wikipedia text, tested on Wikipedia. Not comparable with "
@@ -138,15 +165,23 @@ def main() -> None:
         {
             "budget_s": None if a.steps else budget,
             "fixed_steps": a.steps,
-            "train_s": r.elapsed_s,
-            "steps": r.step,
-            "parameters": r.parameters,
+            "parameters": runs[0][1].parameters,
+            "runs": {
+                label: {
+                    "heads": heads[i],
+                    "train_s": rr.elapsed_s,
+                    "steps": rr.step,
+                    "tokens_per_s": rr.tokens_per_s,
+                    "val_loss": rr.best_val_loss,
+                    "test_loss_per_token": loss,
+                }
+                for i, (label, rr, loss) in enumerate(runs)
+            },
             "test_chars": len(test),
             "test_words": n_words,
             "corpus": a.corpus,
             "corpus_files": [p.name for p in corpus],
             "corpus_chars": corpus_chars,
-            "val_loss": r.best_val_loss,
             "threads": a.threads,
             "load_avg_end": [round(x, 2) for x in __import__("os").getloadavg()],
             "results": results,

@@ -159,7 +159,7 @@ class FastLlama(nn.Module):
             mask, causal = None, False
         elif key_mask is None and start == 0:
             mask, causal = None, True
-        elif T == 1:  # one new token sees every real key before it, and itself (see below)
+        elif key_mask is not None and T == 1:  # every real key before it, and itself (below)
             allowed = key_mask[:, :end].clone()
             allowed[:, start] = True
             mask, causal = allowed[:, None, None], False

@@ -10,17 +10,16 @@ Sizes (parameters with tied embeddings, at the vocabulary sizes below):
 preset   n_layer  n_embd  n_head   block  vocab   meant for
 =======  =======  ======  =======  =====  ======  ======================================
 tiny     2        96      4        128    512     tests (~0.27M parameters)
-small    4        256     2        256    4096    ~20 min on 2 CPU cores (~4.2M)
+small    4        256     4        256    4096    ~20 min on 2 CPU cores (~4.2M)
 base     12       768     12       1024   32000   a GPU (~110M)
 =======  =======  ======  =======  =====  ======  ======================================
 
-``small`` has two heads of 128 rather than four of 64: on 2 CPU cores PyTorch's flash
-attention runs the wider heads about 20% faster, and in 5 minutes of training on
-tinyshakespeare (BPE) the two-head model took 365 steps to the four-head model's 349 and
-reached a validation loss of 4.530 against 4.596 (BENCHMARKS.md, "Training speed"). At an
-equal number of steps it may be slightly behind: after 1,000 steps on mixed text its
-WikiText-2 perplexity was 433 against the four-head model's 394 (a different session's run).
-A same-session comparison is still to do.
+``small`` has four heads of 64. Two heads of 128 train about 4% more tokens a second on 2 CPU
+cores (PyTorch's CPU flash attention runs the wider heads about 20% faster), and were the
+preset for one session, but same-session A/Bs favour four heads (BENCHMARKS.md, "Training
+speed"): 20 minutes on tinyshakespeare (BPE), best validation loss 4.426 against 4.436 with 4%
+fewer steps; 1,000 steps of mixed text, held-out 5.837 against 5.872 and WikiText-2 5.981
+against 6.071 nats/token. Only a 5-minute run favoured two heads (4.530 against 4.596).
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(2, 96, 4, 128, 512, batch_size=8, learning_rate=3e-3, warmup_steps=10),
-    "small": Preset(4, 256, 2, 256, 4096, batch_size=16, learning_rate=2e-3, warmup_steps=100),
+    "small": Preset(4, 256, 4, 256, 4096, batch_size=16, learning_rate=2e-3, warmup_steps=100),
     "base": Preset(12, 768, 12, 1024, 32000, batch_size=32, learning_rate=6e-4, warmup_steps=2000),
 }
 

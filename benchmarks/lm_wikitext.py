@@ -14,8 +14,9 @@ dialogues with their summaries (no test split of any of them; WikiText's own tra
 files are never read). ``shakespeare`` is tinyshakespeare alone. Side by side in the same
 run: an add-one unigram model over the same tokenizer and training text, the floor any
 language model should beat. ``--heads 2,4`` trains one model per head count (same seed, data
-and budget) and scores each, an A/B of the preset's attention shape. Word-level perplexity (total nats / WikiText words) makes the
-figure independent of our tokenizer. Results: ``benchmarks/results/lm_wikitext.json``.
+and budget) and scores each, an A/B of the preset's attention shape. Word-level perplexity
+(total nats / WikiText words) makes the figure independent of our tokenizer. Results:
+``benchmarks/results/lm_wikitext.json``.
 """
 
 from __future__ import annotations

@@ -60,6 +60,7 @@ class TrainConfig:
     optimizer: str = "adamw"
     grad_clip: float = 1.0
     grad_accum: int = 1
+    micro_batch: int | None = None  # rows per forward/backward pass; None: see _micro_rows
     eval_interval: int = 100
     eval_iters: int = 20
     seed: int = 1337
@@ -85,6 +86,8 @@ class TrainConfig:
             raise LMError("--warmup must be 0 or more steps")
         if self.grad_accum < 1 or self.eval_interval < 1 or self.eval_iters < 1:
             raise LMError("grad_accum, eval_interval and eval_iters must be at least 1")
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise LMError("micro_batch must be at least 1 row")
         get_preset(self.preset)
 
 
@@ -123,6 +126,26 @@ def _autocast(cfg: TrainConfig, device: Any) -> Any:
     if want != "fp32":
         raise LMError("dtype must be auto, fp32 or bf16")
     return contextlib.nullcontext()
+
+
+MICRO_TOKENS = 2048  # tokens per forward/backward pass on a CPU (see _micro_rows)
+
+
+def _micro_rows(cfg: TrainConfig, batch: int, block: int, device: Any) -> int:
+    """Rows per forward/backward pass: the batch is split into micro-batches whose gradients
+    add up to the whole batch's (each pass's mean loss weighted by its share of the rows).
+
+    Same batches, same update, less memory; on a CPU also faster, because each pass's
+    activations stay in cache for the element-wise work between the matmuls. ``small`` on 2
+    cores, 16 x 256 tokens per step (session 15, 12 interleaved rounds): 8-row passes took
+    828 against 849 ms a step (minimum) with ``--compile`` and 894 against 969 ms eager; 4-row
+    passes were no faster than 8. GPUs want the whole batch at once.
+    """
+    if cfg.micro_batch is not None:
+        return min(cfg.micro_batch, batch)
+    if device.type != "cpu":
+        return batch
+    return max(1, min(batch, MICRO_TOKENS // max(block, 1)))
 
 
 def _corpus_hash(docs: list[str]) -> str:
@@ -238,7 +261,9 @@ def train_lm(
     if world > 1:  # launched by `accelerate launch` / torchrun
         from accelerate import Accelerator
 
-        accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum)
+        # Accumulation is done (and the loss divided) below; telling accelerate as well would
+        # divide the loss a second time in ``accelerator.backward``.
+        accelerator = Accelerator()
     rank = accelerator.process_index if accelerator else 0
     main = rank == 0
     torch.manual_seed(cfg.seed + rank)
@@ -283,6 +308,22 @@ def train_lm(
             loss_block = compiled_block()
         else:
             fwd = torch.compile(fwd)
+
+    micro = _micro_rows(cfg, batch, block, device)
+
+    def backward(x: Any, y: Any, scale: float) -> float:
+        """Backward of ``scale`` x the mean loss of batch ``(x, y)``, ``micro`` rows at a
+        time; returns the scaled loss."""
+        total = 0.0
+        for s in range(0, len(x), micro):
+            xs, ys = x[s : s + micro], y[s : s + micro]
+            loss = batch_loss(xs, ys) * (scale * len(xs) / len(x))
+            if accelerator:
+                accelerator.backward(loss)
+            else:
+                loss.backward()
+            total += loss.item()
+        return total
 
     def batch_loss(x: Any, y: Any) -> Any:
         if body is not None and head is not None:
@@ -344,7 +385,7 @@ def train_lm(
     # on a CPU): that time is the user's, so it counts against a wall-clock budget.
     t_warm = time.perf_counter()
     wx, wy = get_batch(split.train, block, batch, torch.Generator().manual_seed(0))
-    batch_loss(wx.to(device), wy.to(device)).backward()
+    backward(wx.to(device), wy.to(device), 1.0)
     optimizer.zero_grad(set_to_none=True)
     del wx, wy
     compile_s = time.perf_counter() - t_warm if cfg.compile else 0.0
@@ -367,12 +408,7 @@ def train_lm(
             for _ in range(cfg.grad_accum):
                 x, y = get_batch(split.train, block, batch, gen)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                loss = batch_loss(x, y) / cfg.grad_accum
-                if accelerator:
-                    accelerator.backward(loss)
-                else:
-                    loss.backward()
-                loss_sum += loss.item()
+                loss_sum += backward(x, y, 1.0 / cfg.grad_accum)
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -470,6 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-interval", type=int, default=100)
     p.add_argument("--block-size", type=int)
     p.add_argument("--vocab-size", type=int)
+    p.add_argument("--micro-batch", type=int, help="rows per forward/backward pass")
     p.add_argument("--resume", action="store_true")
     a = p.parse_args(argv)
     cfg = TrainConfig(
@@ -481,6 +518,7 @@ def main(argv: list[str] | None = None) -> None:
         eval_interval=a.eval_interval,
         block_size=a.block_size,
         vocab_size=a.vocab_size,
+        micro_batch=a.micro_batch,
         time_budget_s=parse_duration(a.time) if a.time else None,
     )
     r = train_lm(a.corpus, a.out, cfg, resume=a.resume)

@@ -54,6 +54,25 @@ def test_resume_continues_the_same_loss_curve(tmp_path, corpus_file):
     assert resumed.val_loss == pytest.approx(full.val_loss, abs=1e-4)
 
 
+def test_micro_batches_give_the_whole_batch_update(tmp_path, corpus_file):
+    # 8 rows as 3 + 3 + 2: each pass's loss is weighted by its rows, so the optimizer sees
+    # the same gradient as one pass over all 8 (up to float rounding), with grad_accum too.
+    torch.set_num_threads(1)
+    runs = [
+        train_lm(
+            [corpus_file],
+            tmp_path / str(micro),
+            tiny_config(steps=4, eval_interval=4, micro_batch=micro, grad_accum=2),
+            show_progress=False,
+        )
+        for micro in (8, 3)
+    ]
+    a, b = ([v for _, v in r.history["train"]] for r in runs)
+    assert len(a) == 4 and b == pytest.approx(a, abs=1e-4)
+    assert runs[1].val_loss == pytest.approx(runs[0].val_loss, abs=1e-4)
+    assert a[-1] < a[0]  # it trained: the four steps are not one loss repeated
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_every_optimizer_trains(tmp_path, corpus_file, name):
     torch.set_num_threads(1)

@@ -165,15 +165,19 @@ class Generator:
             else:
                 from transformers import DynamicCache
 
+                # The model fills this cache in place at every call. transformers 5.x renamed
+                # the argument from ``past_key_values`` to ``cache`` (the old name warns, and
+                # goes in 5.40); pass whichever this version takes.
                 dyn_cache = DynamicCache(config=self.model.config)
+                kv = {_cache_kwarg(self.model): dyn_cache}
                 attn = real[:, :T].long()
                 out = self.model(
                     input_ids=ids,
                     attention_mask=attn,
                     position_ids=pos,
-                    past_key_values=dyn_cache,
                     use_cache=True,
                     logits_to_keep=1,
+                    **kv,
                 )
                 for _ in range(opts.max_new_tokens):
                     nxt = select(out.logits[:, -1, :vocab].float(), opts, seen, gen)
@@ -186,8 +190,8 @@ class Generator:
                         input_ids=nxt[:, None],
                         attention_mask=attn,
                         position_ids=pos,
-                        past_key_values=out.past_key_values,
                         use_cache=True,
+                        **kv,
                     )
 
     def _vocab_size(self) -> int:
@@ -291,3 +295,12 @@ class Generator:
 def _first_stop(text: str, stops: list[str]) -> int | None:
     hits = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(hits) if hits else None
+
+
+def _cache_kwarg(model: Any) -> str:
+    """The KV-cache argument of ``model``'s forward: ``cache`` in newer transformers 5.x
+    releases, ``past_key_values`` before (and, deprecated, until 5.40)."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"

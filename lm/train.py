@@ -181,7 +181,7 @@ def estimate_loss(
         for _ in range(iters):
             x, y = get_batch(data, block, batch, gen)
             with ctx:
-                logits = model(input_ids=x.to(device)).logits
+                logits = model(input_ids=x.to(device), use_cache=False).logits
             losses.append(
                 F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten()).item()
             )
@@ -325,12 +325,14 @@ def train_lm(
             total += loss.item()
         return total
 
+    # use_cache=False: training needs no KV cache, and a compiled forward would return the
+    # cache's tensors as extra outputs whose (zero) gradients its backward then adds.
     def batch_loss(x: Any, y: Any) -> Any:
         if body is not None and head is not None:
-            hidden = body(input_ids=x).last_hidden_state
+            hidden = body(input_ids=x, use_cache=False).last_hidden_state
             return linear_cross_entropy(hidden, head.weight, y, block=loss_block)
         with ctx:
-            logits = fwd(input_ids=x).logits
+            logits = fwd(input_ids=x, use_cache=False).logits
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
 
     n_params = count_parameters(model)

@@ -101,14 +101,7 @@ def main() -> None:
     heads = [int(h) for h in a.heads.split(",")] if a.heads else [None]
     runs = []  # (label, train result, per-token test loss)
     for n_head in heads:
-        overrides = (
-            {}
-            if n_head is None
-            else {
-                "num_attention_heads": n_head,
-                "num_key_value_heads": n_head,
-            }
-        )
+        overrides = {"num_attention_heads": n_head, "num_key_value_heads": n_head} if n_head else {}
         cfg = TrainConfig(
             preset="small",
             time_budget_s=None if a.steps else budget,
@@ -124,8 +117,9 @@ def main() -> None:
         tok = g.tokenizer
         ids = tok(test, add_special_tokens=False)["input_ids"]
         block = int(g.model.config.max_position_embeddings)
-        model = g.model
-        per_tok, _ = full_val_loss(lambda x, m=model: m(input_ids=x).logits, ids, block, len(test))
+        per_tok, _ = full_val_loss(
+            lambda x, m=g.model: m(input_ids=x).logits, ids, block, len(test)
+        )
         h = int(g.model.config.num_attention_heads)
         label = "ours small" if n_head is None else f"ours small, {h} heads"
         runs.append((label, r, per_tok))

@@ -65,7 +65,7 @@ def evaluate_lm(
             span = min(block, len(tokens) - 1 - chunk[-1])
             win = np.stack([tokens[s : s + span + 1] for s in chunk]).astype(np.int64)
             w = torch.from_numpy(win)
-            logits = model(input_ids=w[:, :-1]).logits.float()
+            logits = model(input_ids=w[:, :-1], use_cache=False).logits.float()
             loss = F.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten(), reduction="sum")
             total_loss += float(loss)
             count += w[:, 1:].numel()

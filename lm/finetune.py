@@ -98,7 +98,7 @@ def _eval_loss(
             n = int((labels[:, 1:] != -100).sum())
             if n == 0:
                 continue
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
             total += float(loss) * n
             count += n
     model.train()
@@ -238,9 +238,8 @@ def finetune(
                     0, len(train_ex), (min(cfg.batch_size, len(train_ex)),), generator=gen
                 )
                 ids, labels, mask = _batch([train_ex[i] for i in idx.tolist()], pad)
-                loss = (
-                    model(input_ids=ids, attention_mask=mask, labels=labels).loss / cfg.grad_accum
-                )
+                res = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False)
+                loss = res.loss / cfg.grad_accum
                 loss.backward()
                 loss_sum += float(loss.detach())
             if cfg.grad_clip > 0:

@@ -85,6 +85,7 @@ class Generator:
             if tokenizer.pad_token_id is not None
             else tokenizer.eos_token_id or 0
         )
+        self._cache_arg = _cache_kwarg(self.model)  # for the transformers path (no fast path)
 
     @classmethod
     def from_dir(cls, path: str | Path, quantize: bool = False, fast: bool = True) -> Generator:
@@ -169,7 +170,7 @@ class Generator:
                 # the argument from ``past_key_values`` to ``cache`` (the old name warns, and
                 # goes in 5.40); pass whichever this version takes.
                 dyn_cache = DynamicCache(config=self.model.config)
-                kv = {_cache_kwarg(self.model): dyn_cache}
+                kv = {self._cache_arg: dyn_cache}
                 attn = real[:, :T].long()
                 out = self.model(
                     input_ids=ids,

@@ -15,10 +15,11 @@ base     12       768     12       1024   32000   a GPU (~110M)
 =======  =======  ======  =======  =====  ======  ======================================
 
 ``small`` has four heads of 64. Two heads of 128 trained about 4% more tokens a second on 2
-CPU cores and were the preset for one session, but same-session A/Bs favour four heads (BENCHMARKS.md, "Training
-speed"): 20 minutes on tinyshakespeare (BPE), best validation loss 4.426 against 4.436 with 4%
-fewer steps; 1,000 steps of mixed text, held-out 5.837 against 5.872 and WikiText-2 5.981
-against 6.071 nats/token. Only a 5-minute run favoured two heads (4.530 against 4.596).
+CPU cores and were the preset for one session, but same-session A/Bs favour four heads
+(BENCHMARKS.md, "Training speed"): 20 minutes on tinyshakespeare (BPE), best validation loss
+4.426 against 4.436 with 4% fewer steps; 1,000 steps of mixed text, held-out 5.837 against
+5.872 and WikiText-2 5.981 against 6.071 nats/token. Only a 5-minute run favoured two heads
+(4.530 against 4.596).
 """
 
 from __future__ import annotations

@@ -135,8 +135,9 @@ def _micro_rows(cfg: TrainConfig, batch: int, block: int, device: Any) -> int:
     """Rows per forward/backward pass: the batch is split into micro-batches whose gradients
     add up to the whole batch's (each pass's mean loss weighted by its share of the rows).
 
-    Same batches, same update, less memory; on a CPU also faster, because each pass's
-    activations stay in cache for the element-wise work between the matmuls. ``small`` on 2
+    Same batches, same update, less memory; on a CPU also faster, most likely because each
+    pass's activations stay in cache for the element-wise work between the matmuls (not
+    measured with cache counters). ``small`` on 2
     cores, 16 x 256 tokens per step (session 15, 12 interleaved rounds): 8-row passes took
     828 against 849 ms a step (minimum) with ``--compile`` and 894 against 969 ms eager; 4-row
     passes were no faster than 8. GPUs want the whole batch at once.

@@ -87,7 +87,7 @@ class TrainConfig:
         if self.grad_accum < 1 or self.eval_interval < 1 or self.eval_iters < 1:
             raise LMError("grad_accum, eval_interval and eval_iters must be at least 1")
         if self.micro_batch is not None and self.micro_batch < 1:
-            raise LMError("micro_batch must be at least 1 row")
+            raise LMError("--micro-batch must be at least 1 row")
         get_preset(self.preset)
 
 

@@ -249,6 +249,19 @@ def train_lm(
                 "the corpus changed since this run started; resume needs the same --corpus"
             )
         run = _Run(**state["run"])
+        # The budget counts the whole run, not this invocation: say so rather than "train"
+        # zero steps and report the old figures as if they were new.
+        if cfg.steps and run.step >= cfg.steps:
+            raise LMError(
+                f"this run already trained {run.step} steps (budget --steps {cfg.steps}); "
+                "the budget counts the whole run, so give a larger --steps to train further"
+            )
+        if cfg.time_budget_s and run.elapsed_s >= cfg.time_budget_s:
+            raise LMError(
+                f"this run already trained for {run.elapsed_s:.0f}s (budget --time "
+                f"{cfg.time_budget_s:.0f}s); the budget counts the whole run, so give a "
+                "larger --time to train further"
+            )
     cfg.validate()
     preset = get_preset(cfg.preset)
     block = cfg.block_size or preset.block_size

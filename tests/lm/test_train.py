@@ -52,6 +52,11 @@ def test_resume_continues_the_same_loss_curve(tmp_path, corpus_file):
     assert len(b) == 12
     assert b == pytest.approx(a, abs=1e-4)
     assert resumed.val_loss == pytest.approx(full.val_loss, abs=1e-4)
+    # The budget counts the whole run: resuming a finished run says so, and changes nothing.
+    before = (part / "last" / "model.safetensors").read_bytes()
+    with pytest.raises(LMError, match=r"already trained 12 steps.*larger --steps"):
+        train_lm([corpus_file], part, tiny_config(steps=12), resume=True, show_progress=False)
+    assert (part / "last" / "model.safetensors").read_bytes() == before
 
 
 def test_micro_batches_give_the_whole_batch_update(tmp_path, corpus_file):

@@ -181,6 +181,11 @@ def finetune(
     train_ex = examples[: len(examples) - n_val]
     val_ex = examples[len(examples) - n_val :] or train_ex[: min(len(train_ex), 16)]
     total = cfg.steps or max(1, math.ceil(cfg.epochs * len(train_ex) / cfg.batch_size))
+    if resume and step >= total and not (merge and lora):
+        raise LMError(
+            f"this fine-tuning run already trained its {step} steps; give a larger --steps "
+            "to train further"
+        )
     lr = cfg.learning_rate or (1e-3 if lora else 5e-5)
     model.train()
     optimizer = make_optimizer(list(model.parameters()), cfg.optimizer, lr, cfg.weight_decay)

@@ -72,6 +72,9 @@ def test_lora_finetune_merge_and_resume(tmp_path, tiny_run, chat_file):
     assert not (out / "last" / "model.safetensors").exists()  # only the adapter is saved
     r = finetune(None, chat_file, out, _cfg(), resume=True, merge=True, show_progress=False)
     assert r.step == 6 and r.merged_dir == out / "merged"
+    # A finished run has nothing left to train: resuming it without --merge says so.
+    with pytest.raises(LMError, match=r"already trained its 6 steps.*larger --steps"):
+        finetune(None, chat_file, out, _cfg(), resume=True, show_progress=False)
     total = sum(p.numel() for p in Generator.from_dir(out / "merged").model.parameters())
     assert r.trainable_parameters < total / 5
     merged = Generator.from_dir(out / "merged")

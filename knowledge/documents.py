@@ -359,6 +359,7 @@ def _load_triples(path: Path, data: bytes) -> list[tuple[str, str, str]]:
 _ABBREV = re.compile(r"\b(?:e\.g|i\.e|etc|vs|mr|mrs|ms|dr|prof|inc|ltd|no|fig|approx|st)\.$", re.I)
 _SENT_END = re.compile(r"[.!?]+[\"')\]]*(?=\s+[\"'(\[]?[A-Z0-9])")
 _BLOCK_LINE = re.compile(r"\n\s*\n|\n(?=\s*(?:#{1,6}\s|[-*+]\s|\d+[.)]\s|\|))")
+_HEADING = re.compile(r"\s*#{1,6}[ \t][^\n]*(?=\n)")
 
 
 def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
@@ -379,9 +380,20 @@ def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[t
 def _blocks(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
     s = start
     for m in _BLOCK_LINE.finditer(text, start, end):
-        yield s, m.start()
+        yield from _heading_apart(text, s, m.start())
         s = m.end()
-    yield s, end
+    yield from _heading_apart(text, s, end)
+
+
+def _heading_apart(text: str, a: int, b: int) -> Iterator[tuple[int, int]]:
+    """A block that opens with a heading line ("## Pests\nWhiteflies appeared in June.") as
+    the heading and the rest: the sentence under a heading is a sentence of its own."""
+    m = _HEADING.match(text, a, b)
+    if m is None:
+        yield a, b
+        return
+    yield a, m.end()
+    yield m.end(), b
 
 
 def _emit(text: str, a: int, b: int, spans: list[tuple[int, int]]) -> None:

@@ -16,11 +16,20 @@ FAQ = (
     "What is your returns window?,You can return any item within 45 days of delivery.\n"
 )
 
+# A note about several things: one chunk, whose vector is a blur of all of them (0.37 against
+# the pump question below, under the passage threshold of 0.42).
+GARDEN = (
+    "The greenhouse heater switches on below 7 degrees Celsius. Tomatoes are watered every "
+    "morning at 6:30 by the drip system. The drip system uses a 12-volt pump made by Aquaflow. "
+    "Yellow sticky traps hang above the cucumbers. The apple tree was planted in 2019.\n"
+)
+
 
 @pytest.fixture(scope="module")
 def real_kb(embedder, tmp_path_factory: pytest.TempPathFactory):
     root = make_corpus(tmp_path_factory.mktemp("content"))
     (root / "faq.csv").write_text(FAQ)
+    (root / "docs" / "garden.txt").write_text(GARDEN)
     kb = KnowledgeBase.open(tmp_path_factory.mktemp("store"), embedder)
     report = kb.ingest([root])
     assert not report.errors
@@ -45,6 +54,15 @@ def test_passage_answer_cites_file_and_span(real_kb: KnowledgeBase) -> None:
     text = Path(cit.ref).read_text()
     assert text[cit.span[0] : cit.span[1]] == a.text
     assert "every month" in a.text
+
+
+def test_one_sentence_of_a_note_about_many_things_answers(real_kb: KnowledgeBase) -> None:
+    a = real_kb.answer("what pump does the drip system use?")
+    assert a.found and a.kind == "passage", a
+    assert a.text == "The drip system uses a 12-volt pump made by Aquaflow."
+    cit = a.citations[0]
+    assert cit.title == "garden.txt" and cit.span is not None
+    assert Path(cit.ref).read_text()[cit.span[0] : cit.span[1]] == a.text
 
 
 @pytest.mark.parametrize(

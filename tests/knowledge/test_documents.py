@@ -40,6 +40,14 @@ def test_sentences_keep_offsets_and_abbreviations() -> None:
     ]  # fmt: skip
 
 
+def test_a_heading_and_the_sentence_under_it_are_apart() -> None:
+    # Markdown puts the first sentence of a section on the line after its heading.
+    text = "## Pests\nWhiteflies appeared in June. Traps hang above the cucumbers.\n# Last"
+    got = [text[a:b] for a, b in split_sentences(text)]
+    assert got == ["## Pests", "Whiteflies appeared in June.", "Traps hang above the cucumbers.",
+                   "# Last"]  # fmt: skip
+
+
 def test_chunks_are_exact_spans_with_one_sentence_overlap(tmp_path: Path) -> None:
     sentences = [f"Sentence number {i} has exactly seven words." for i in range(40)]
     doc = _load(tmp_path, "long.txt", " ".join(sentences))

@@ -477,13 +477,14 @@ def main() -> None:
     except (typer.Abort, EOFError):
         sys.exit(1)
     except Exception as exc:  # click usage errors and the unexpected, as one line
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        # Typer 0.20+ raises its own vendored copy of click's exceptions (``typer._click``),
+        # which are not ``click.ClickException``s: recognise both by name and shape.
+        code = getattr(exc, "exit_code", None)
+        if type(exc).__name__ == "Exit" and isinstance(code, int):
+            sys.exit(code)
+        if callable(getattr(exc, "show", None)) and isinstance(code, int):
+            exc.show()  # "Usage: ... Error: Missing option '--data'."
+            sys.exit(code)
         msg = _known_error(exc)
         typer.secho(f"error: {msg}", fg="red", err=True)
         if os.environ.get("LLMOS_DEBUG"):

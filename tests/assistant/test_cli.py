@@ -94,6 +94,23 @@ def test_user_errors_are_one_line(args, message, project_dir):
     assert "Traceback" not in r.stderr + r.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "qa"], "Error: Missing option '--data'."),
+        (["ingest", "--bogus"], "Error: No such option: --bogus"),
+        (["nosuchcmd"], "Error: No such command 'nosuchcmd'."),
+    ],
+)
+def test_usage_errors_show_usage_and_the_option(args, message):
+    # click's own message with the usage line, not the exception's class name
+    r = run_cli(args)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[0].startswith("Usage: ")
+    assert r.stderr.strip().splitlines()[-1] == message
+    assert "Traceback" not in r.stderr and "LLMOS_DEBUG" not in r.stderr
+
+
 def test_malformed_project_yaml_names_line_and_field(project_dir):
     (project_dir / "llmos.yaml").write_text("name: x\nrouter:\n  confidence_threshold: lots\n")
     r = run_cli(["ask", "hi", "--project", str(project_dir)])

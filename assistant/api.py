@@ -401,12 +401,17 @@ class Assistant:
                     LOG.info("skipped %s", err)
 
     def _document_names(self) -> list[str]:
+        """File names and title lines: a user names a document either way ("notes.md", "the
+        greenhouse notes"); ``KnowledgeBase.document_text`` resolves both."""
         if self.knowledge is None:
             return []
         try:
-            return [d["name"] for d in self.knowledge.documents()]
+            docs = self.knowledge.documents()
         except Exception:
             return []
+        return list(
+            dict.fromkeys([d["name"] for d in docs] + [d["title"] for d in docs if d["title"]])
+        )
 
     def _lm_dir(self) -> Path:
         """Where the project's language model lives (a run dir with best/ and last/, or one checkpoint)."""

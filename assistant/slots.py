@@ -174,24 +174,29 @@ def document_name(text: str, names: list[str]) -> str | None:
     words = _tokens(text) - _STOP
     if not words or not names:
         return None
-    best, best_score = None, 0.0
+    best, best_key = None, (0.0, 0.0)
+    named: list[tuple[int, str]] = []
     for name in names:
         stem = re.sub(r"\.[a-z0-9]+$", "", name.lower())
         all_words = _tokens(stem.replace("-", " ").replace("_", " "))
         name_words = (all_words - _STOP) or all_words
         if not name_words:
             continue
-        if stem in text.lower():
-            return name
+        if re.search(r"(?<!\w)" + re.escape(stem) + r"(?!\w)", text.lower()):
+            named.append((len(stem), name))
         overlap: float = len(words & name_words)
         # prefix matches catch "refund" vs "refunds", "ship" vs "shipping"
         overlap += 0.5 * sum(
             1 for w in words for n in name_words if w != n and (w.startswith(n) or n.startswith(w))
         )
-        score = overlap / len(name_words)
-        if overlap and score > best_score:
-            best, best_score = name, score
-    return best if best_score >= 0.5 else None
+        # the larger overlap wins a tie: "the greenhouse notes" is "Greenhouse notes" (2 of 2
+        # words), not "notes.txt" (1 of 1)
+        key = (overlap / len(name_words), overlap)
+        if overlap and key > best_key:
+            best, best_key = name, key
+    if named:  # named outright; the longest name holds the others ("greenhouse notes", "notes")
+        return max(named)[1]
+    return best if best_key[0] >= 0.5 else None
 
 
 # "summarize this: <text>", "translate to German: <text>": the command is explicit, and the

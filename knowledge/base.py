@@ -489,8 +489,13 @@ class KnowledgeBase:
 
     # -- browsing ----------------------------------------------------------------------
     def documents(self) -> list[dict]:
+        """Ingested documents; ``title`` is the title line the text opens with, or ""."""
+        heads = self.store.document_heads()
         return [
-            {k: d[k] for k in ("name", "path", "kind", "chunks", "ingested_at")}
+            {
+                **{k: d[k] for k in ("name", "path", "kind", "chunks", "ingested_at")},
+                "title": _title_line(heads.get(d["path"], "")),
+            }
             for d in self.store.documents()
         ]
 
@@ -500,17 +505,23 @@ class KnowledgeBase:
         if not docs or not name or not name.strip():
             return None
         want = _norm_title(name)
+        heads = self.store.document_heads()
         best, best_score = None, 0.0
         for d in docs:
             title = _norm_title(d["name"])
             if d["name"] == name or d["path"] == name or title == want:
                 best, best_score = d, 2.0
                 break
-            score = difflib.SequenceMatcher(None, want, title).ratio()
-            if want and (want in title or title in want):
-                score = max(score, 0.9)
-            if score > best_score:
-                best, best_score = d, score
+            # a document is also named by its own title line: "summarize the greenhouse
+            # notes" means garden.md, whose first line is "# Greenhouse notes"
+            for t in (title, _norm_title(_title_line(heads.get(d["path"], "")))):
+                if not t:
+                    continue
+                score = 1.5 if t == want else difflib.SequenceMatcher(None, want, t).ratio()
+                if want and (want in t or t in want):
+                    score = max(score, 0.9)
+                if score > best_score:
+                    best, best_score = d, score
         if best is None or best_score < 0.6:
             return None
         text = self.store.document_text(best["path"])
@@ -533,6 +544,20 @@ class KnowledgeBase:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _title_line(head: str) -> str:
+    """The title line at the top of a document's text ("# Greenhouse notes", an HTML page's
+    title), or "" when its first line reads as prose rather than a title."""
+    line = next((ln.strip() for ln in head.splitlines() if ln.strip()), "")
+    line = line.lstrip("#").strip()
+    if not line or len(line.split()) > _TITLE_WORDS or line.endswith((".", "?", "!", ":")):
+        return ""
+    return line
+
+
+#: A first line longer than this is a sentence, not a title.
+_TITLE_WORDS = 10
 
 
 def _norm_title(name: str) -> str:

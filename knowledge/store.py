@@ -209,6 +209,11 @@ class Store:
         rows = self._query("SELECT text FROM documents WHERE path=?", (path,))
         return rows[0][0] if rows else None
 
+    def document_heads(self, chars: int = 200) -> dict[str, str]:
+        """The first ``chars`` characters of every document's text, by path (its title line)."""
+        rows = self._query("SELECT path, substr(text, 1, ?) FROM documents", (int(chars),))
+        return {r[0]: r[1] or "" for r in rows}
+
     def graph_payload(self, path: str) -> tuple[str, str] | None:
         rows = self._query("SELECT kind, graph_payload FROM documents WHERE path=?", (path,))
         return (rows[0][0], rows[0][1]) if rows else None

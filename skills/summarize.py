@@ -625,6 +625,11 @@ class SummarizeSkill(Skill):
         "summarize this text: the meeting covered budgets and hiring",
         "make it shorter",
         "recap what we talked about",
+        # a user's own documents: named by title or file name, in either spelling
+        "summarize the installation guide",
+        "summarise the meeting notes",
+        "summarize notes.md",
+        "give me the gist of the user manual",
     ]
     slots = [Slot("length", "How long should the summary be?", required=False)]
 

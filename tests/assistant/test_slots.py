@@ -41,6 +41,13 @@ def test_document_name():
     )
     assert slots.document_name("summarize the warranty.md file", names) == "warranty.md"
     assert slots.document_name("summarize our conversation", names) is None
+    # titles count as names; the fuller match wins over a shorter name it contains
+    names = ["garden.md", "notes.txt", "Greenhouse notes"]
+    assert slots.document_name("summarize the greenhouse notes", names) == "Greenhouse notes"
+    assert slots.document_name("summarize my greenhouse notes please", names) == (
+        "Greenhouse notes"
+    )
+    assert slots.document_name("summarize notes.txt", names) == "notes.txt"
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,9 @@ def test_ingest_every_format(kb: KnowledgeBase, corpus: Path) -> None:
     title, text = kb.document_text("kettle")
     assert title == "kettle.md" and "Descale the kettle" in text
     assert kb.document_text("zzzz qqqq") is None
+    # a document is also found by the title its text opens with
+    assert docs["kettle.md"]["title"] == "Lumo Kettle" and docs["notes.txt"]["title"] == ""
+    assert kb.document_text("Lumo Kettle")[0] == "kettle.md"
     pdf_hits = [p for p in kb.search("warranty claim", k=10) if p.citation.title == "manual.pdf"]
     assert pdf_hits and pdf_hits[0].citation.page == 2
 

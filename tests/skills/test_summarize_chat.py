@@ -21,6 +21,13 @@ def test_document_by_name_with_a_sentence_count(demo_bot):
     assert r.sources[0].title == "refund-policy.md"
 
 
+def test_document_by_its_title(demo_bot):
+    # loyalty-programme.md opens with "# Juniper Circle: Our Loyalty Programme"
+    r = demo_bot.chat("summarize the Juniper Circle document")
+    assert r.skill == "summarize"
+    assert r.data["of"] == "document loyalty-programme.md"
+
+
 def test_word_budget_from_the_message(demo_bot):
     r = demo_bot.chat("summarize the shipping document in 30 words")
     assert r.skill == "summarize" and r.data["of"].startswith("document shipping")

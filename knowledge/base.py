@@ -238,6 +238,11 @@ class KnowledgeBase:
         return self._graph
 
     def _recover_graph(self) -> None:
+        # A kill between atomic_write's temp file and its rename leaves ".graph.json.*.tmp":
+        # the old graph.json still stands (or is rebuilt below), so the temp file is litter.
+        for tmp in self.store_dir.glob(f".{self.graph_path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         mod = self._graph_module()
         if mod is None:
             return

@@ -273,3 +273,18 @@ def test_graph_journal_repairs_after_crash(tmp_path: Path, corpus: Path) -> None
     kb = KnowledgeBase.open(tmp_path / "store", FakeEmbedder())
     assert kb.stats()["facts"] == 0
     kb.close()
+
+
+def test_graph_temp_file_of_a_killed_save_is_swept_on_open(tmp_path: Path, corpus: Path) -> None:
+    # kill -9 between atomic_write's temp file and its rename (found by the kill-9 harness,
+    # tests/reliability/test_crash_ingest.py, seed 1500742966)
+    kb = KnowledgeBase.open(tmp_path / "store", FakeEmbedder())
+    kb.ingest([corpus])
+    facts = kb.stats()["facts"]
+    kb.close()
+    litter = tmp_path / "store" / ".graph.json.xm8obss_.tmp"
+    litter.write_text('{"half": ')
+    kb = KnowledgeBase.open(tmp_path / "store", FakeEmbedder())
+    assert not litter.exists() and kb.stats()["facts"] == facts
+    assert not [f for f in (tmp_path / "store").iterdir() if f.name.endswith(".tmp")]
+    kb.close()

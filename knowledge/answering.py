@@ -80,6 +80,7 @@ def answer_question(kb: KnowledgeBase, question: str, context: dict) -> Answer:
 
     qvec = kb._encode([query])[0]
     cands = kb.candidates(query, qvec, 20) if kb.index.ntotal else []
+    cands = _about_codes(cands, query)
     faq = next((c for c in cands if c["kind"] == "faq"), None)
     data["suggestions"] = [_passage(c).citation.title for c in cands[:3]]
 
@@ -190,6 +191,39 @@ def _picks(kb: KnowledgeBase, cands: list[dict], qvec: Any, query: str,
         a, b, s = best_sentences(qvec, cand["text"], kb._encode, question=query, subject=subject)
         out.append((s + 0.5 * (cand["score"] - top), a, b, s, cand))
     return out
+
+
+#: A model number or other code ("R300", "X-200", "SKU 4411" is not one: no letter and digit
+#: together). Digits with a short unit ("4K", "2pm", "5kg") are measures, not codes.
+_CODE = re.compile(r"(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[^\W\d_])[^\W_][\w-]*(?<!-)")
+_UNIT = re.compile(r"\d+(?:[.,]\d+)?[^\W\d_]{1,3}")
+
+
+def _codes(text: str) -> set[str]:
+    return {
+        m.group().replace("-", "").lower()
+        for m in _CODE.finditer(text)
+        if not _UNIT.fullmatch(m.group())
+    }
+
+
+def _about_codes(cands: list[dict], question: str) -> list[dict]:
+    """Only the candidates about the codes the question names. Wording alone cannot tell
+    "how many litres does the R300 hold?" from "The R200 holds 200 litres", and a wrong
+    model's figure is worse than "I don't know". A chunk that does not repeat the code counts
+    when its document names it (file name, or another retrieved chunk of the same file)."""
+    want = _codes(question)
+    if not want or not cands:
+        return cands
+
+    def key(c: dict) -> tuple[str, str]:  # a FAQ entry stands alone; a file's chunks share
+        return (str(c.get("path")), str(c.get("question")) if c["kind"] == "faq" else "")
+
+    found: dict[tuple[str, str], set[str]] = {}
+    for c in cands:
+        text = " ".join(str(c.get(k) or "") for k in ("text", "question", "answer", "name"))
+        found.setdefault(key(c), set()).update(_codes(text))
+    return [c for c in cands if want <= found[key(c)]]
 
 
 def _rescue_pick(

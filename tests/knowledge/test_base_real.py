@@ -30,6 +30,9 @@ def real_kb(embedder, tmp_path_factory: pytest.TempPathFactory):
     root = make_corpus(tmp_path_factory.mktemp("content"))
     (root / "faq.csv").write_text(FAQ)
     (root / "docs" / "garden.txt").write_text(GARDEN)
+    (root / "docs" / "barrel.txt").write_text(
+        "The R200 rain barrel holds 200 litres of rainwater. Empty it before the first frost.\n"
+    )
     kb = KnowledgeBase.open(tmp_path_factory.mktemp("store"), embedder)
     report = kb.ingest([root])
     assert not report.errors
@@ -65,6 +68,16 @@ def test_one_sentence_of_a_note_about_many_things_answers(real_kb: KnowledgeBase
     assert Path(cit.ref).read_text()[cit.span[0] : cit.span[1]] == a.text
 
 
+def test_a_model_number_the_documents_do_not_mention_is_not_answered(
+    real_kb: KnowledgeBase,
+) -> None:
+    a = real_kb.answer("how many litres does the R200 hold?")
+    assert a.found and "200 litres" in a.text
+    # the same wording about another model: the R200's figure would be a wrong answer
+    b = real_kb.answer("how many litres does the R-300 hold?")
+    assert not b.found and b.kind == "none", b
+
+
 @pytest.mark.parametrize(
     "q", ["what's the capital of Peru", "asdf qwerty", "who won the 1998 world cup"]
 )
@@ -87,3 +100,18 @@ def test_search_ranks_relevant_passage_first(real_kb: KnowledgeBase) -> None:
     hits = real_kb.search("which company manufactures the kettle", k=3)
     assert hits[0].citation.title in {"kettle.md", "facts.tsv"}
     assert hits[0].score >= hits[-1].score
+
+
+@pytest.mark.parametrize(
+    ("text", "codes"),
+    [
+        ("does the R-300 fit the X2 lid?", {"r300", "x2"}),
+        ("a 4K screen, 5kg, delivered at 2pm on the 2nd", set()),  # measures, not codes
+        ("order ORD-1234 and invoice 98765", {"ord1234"}),
+        ("the Lumo Kettle", set()),
+    ],
+)
+def test_codes_in_a_question(text: str, codes: set[str]) -> None:
+    from knowledge.answering import _codes
+
+    assert _codes(text) == codes

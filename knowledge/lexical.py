@@ -84,11 +84,13 @@ STOPWORDS = frozenset(
 
 
 def _stem(w: str) -> str:
-    # A light suffix strip: enough to match "refunds"/"refund", "charging"/"charge".
+    # A light suffix strip: enough to match "refunds"/"refund", "charging"/"charge"; a final
+    # "e" goes too, so "release" meets "released" and "freeze" meets "freezes" ("releas").
     for suf in ("ing", "ed", "es", "s"):
         if len(w) > len(suf) + 3 and w.endswith(suf):
-            return w[: -len(suf)]
-    return w
+            w = w[: -len(suf)]
+            break
+    return w[:-1] if len(w) > 4 and w.endswith("e") else w
 
 
 def tokenize(text: str) -> list[str]:

@@ -128,6 +128,9 @@ def test_bm25_ranks_rare_terms_and_removes() -> None:
     assert bm.search("coffee", 3) == []
     assert len(bm) == 2
     assert tokenize("The Refunds!") == ["refund"]
+    # inflections meet: release / released, freeze / freezes, charge / charging
+    for a, b in (("release", "released"), ("freeze", "freezes"), ("charge", "charging")):
+        assert tokenize(a) == tokenize(b), (a, b)
 
 
 def _bm25_reference(docs: dict[int, str], query: str, k1: float = 1.2, b: float = 0.75):

@@ -199,8 +199,11 @@ def main() -> None:
         meta = kb.store.chunks(kb.index.ids())
         order_of = {cid: i for i, cid in enumerate(sorted(meta))}  # chunk ids follow file order
         variants = {
-            "llmos dense q only": FusionWeights(answer=0.0, bm25=0.0),
-            "llmos dense q+answer": FusionWeights(bm25=0.0),
+            "llmos dense q only": FusionWeights(answer=0.0, bm25=0.0, faq_bm25=0.0),
+            "llmos dense q+answer": FusionWeights(bm25=0.0, faq_bm25=0.0),
+            "llmos q+answer+BM25, session-15 FAQ bonus (0.1, half 8)": FusionWeights(
+                faq_bm25=0.1, faq_bm25_half=8.0
+            ),
             "llmos q+answer+BM25 (default)": FusionWeights(),
         }
         top1: dict[str, list[float]] = {"correct": [], "wrong": [], "off_topic": []}

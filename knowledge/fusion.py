@@ -8,11 +8,11 @@ FAQ *answer* is mixed in too (users paraphrase, answers often repeat the key ter
 
 Thresholds come from ``benchmarks/knowledge_faq.py`` (StackFAQ + 20 off-topic questions) and
 the demo bot: the top-1 fused score of a correct StackFAQ match has its 5th percentile near
-0.59, while off-topic questions ("what's the capital of Peru", "asdf qwerty") peak at 0.41
-(95th percentile 0.31). At ``faq=0.62`` 92.7% of correct StackFAQ top-1
+0.61, while off-topic questions ("what's the capital of Peru", "asdf qwerty") peak at 0.42
+(95th percentile 0.33). At ``faq=0.62`` 94.3% of correct StackFAQ top-1
 matches are accepted and no off-topic question; on the demo bot, FAQ questions that merely
 share an entity with the user's question ("Who founded Juniper Home?" vs "What is Juniper
-Circle?") score 0.55-0.60, so matches between ``faq_weak=0.55`` (97.6% of correct StackFAQ
+Circle?") score 0.55-0.60, so matches between ``faq_weak=0.55`` (98.3% of correct StackFAQ
 matches) and 0.62 are used only when the graph and the passages have nothing. Passages need
 less (0.42) because a passage is longer than a question and cosine runs lower.
 """
@@ -34,8 +34,12 @@ class FusionWeights:
     """How dense, answer-side and lexical evidence combine (see the module docstring)."""
 
     answer: float = 0.3  # weight of cos(question, FAQ answer) relative to cos(question, FAQ q)
-    bm25: float = 0.1  # maximum lexical bonus
+    bm25: float = 0.1  # maximum lexical bonus of a passage
     bm25_half: float = 8.0  # BM25 score at which the bonus is half of ``bm25``
+    # A FAQ question is a few words, so sharing its rare terms says more than sharing a
+    # passage's: chosen on StackFAQ's dev half (benchmarks/knowledge_faq.py, BENCHMARKS.md).
+    faq_bm25: float = 0.3
+    faq_bm25_half: float = 32.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,8 @@ def fuse_faq(q_cos: float, a_cos: float | None, bm25: float, w: FusionWeights) -
     dense = q_cos if a_cos is None else (q_cos + w.answer * a_cos) / (1.0 + w.answer)
     # Never rank below the plain question match: a verbatim hit stays a verbatim hit.
     dense = max(dense, q_cos - 0.05)
-    return float(dense + lexical_bonus(bm25, w))
+    bonus = w.faq_bm25 * bm25 / (bm25 + w.faq_bm25_half) if bm25 > 0 else 0.0
+    return float(dense + bonus)
 
 
 def fuse_passage(cos: float, bm25: float, w: FusionWeights) -> float:

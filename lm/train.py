@@ -4,10 +4,13 @@ One process by default (CPU or one GPU). The same script scales out with acceler
 
     accelerate launch --num_processes 8 -m lm.train --corpus data/ --preset base --steps 50000
 
-Under ``accelerate launch`` (``WORLD_SIZE > 1``) the model and optimizer go through
-``Accelerator.prepare`` (DDP), each rank samples its own batches (seed + rank), gradients are
-averaged by DDP, and only rank 0 writes checkpoints, logs and the loss curve. Multi-node works
-the same way (``--num_machines``/``--machine_rank``); only the single-process path is tested.
+Under ``accelerate launch`` or ``torchrun`` (``WORLD_SIZE > 1``) the model and optimizer go
+through ``Accelerator.prepare`` (DDP; gloo on CPUs), each rank samples its own batches (seed +
+rank), gradients are averaged by DDP once per optimizer step, all ranks stop at the same step
+(a time budget is read as the slowest rank's clock), and only rank 0 writes checkpoints, logs
+and the loss curve. Multi-node works the same way (``--num_machines``/``--machine_rank``).
+Tested with two CPU processes (``torchrun --standalone --nproc_per_node 2 -m lm.train ...``,
+``tests/lm/test_ddp.py``); multi-GPU and multi-node are not tested here.
 
 The loop follows nanoGPT: random windows of the token stream, the last 10% held out, warmup +
 cosine learning rate, gradient accumulation and clipping, periodic evaluation on fixed held-out
@@ -276,8 +279,10 @@ def train_lm(
         from accelerate import Accelerator
 
         # Accumulation is done (and the loss divided) below; telling accelerate as well would
-        # divide the loss a second time in ``accelerator.backward``.
-        accelerator = Accelerator()
+        # divide the loss a second time in ``accelerator.backward``. Without a GPU, accelerate
+        # only forms a process group when told to run on CPUs: otherwise every process would
+        # train alone and all of them would write the same checkpoints.
+        accelerator = Accelerator(cpu=_device(cfg.device).type == "cpu")
     rank = accelerator.process_index if accelerator else 0
     main = rank == 0
     torch.manual_seed(cfg.seed + rank)
@@ -325,19 +330,35 @@ def train_lm(
 
     micro = _micro_rows(cfg, batch, block, device)
 
-    def backward(x: Any, y: Any, scale: float) -> float:
+    def backward(x: Any, y: Any, scale: float, sync: bool = True) -> float:
         """Backward of ``scale`` x the mean loss of batch ``(x, y)``, ``micro`` rows at a
-        time; returns the scaled loss."""
+        time; returns the scaled loss. Under DDP the gradients are all-reduced once, in the
+        last pass of a step (``sync``), not after every micro-batch and accumulation pass."""
         total = 0.0
         for s in range(0, len(x), micro):
             xs, ys = x[s : s + micro], y[s : s + micro]
             loss = batch_loss(xs, ys) * (scale * len(xs) / len(x))
             if accelerator:
-                accelerator.backward(loss)
+                last = sync and s + micro >= len(x)
+                with contextlib.nullcontext() if last else accelerator.no_sync(fwd):
+                    accelerator.backward(loss)
             else:
                 loss.backward()
             total += loss.item()
         return total
+
+    def progress() -> float:
+        """``budget_progress`` agreed by every process: the slowest clock's view under DDP,
+        so all processes stop at the same step and use the same learning rate (a time budget
+        read per process would let one leave the loop while another waits in an all-reduce)."""
+        p = budget_progress()
+        if accelerator is None:
+            return p
+        import torch.distributed as dist
+
+        t = torch.tensor([p], dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
 
     # use_cache=False: training needs no KV cache, and a compiled forward would return the
     # cache's tensors as extra outputs whose (zero) gradients its backward then adds.
@@ -406,7 +427,7 @@ def train_lm(
     del wx, wy
     compile_s = time.perf_counter() - t_warm if cfg.compile else 0.0
     run.elapsed_s += compile_s
-    if compile_s and budget_progress() >= 1.0 and run.step == 0:
+    if compile_s and progress() >= 1.0 and run.step == 0:
         bar.close()
         raise LMError(
             f"compiling the model took {compile_s:.0f}s, the whole budget; "
@@ -416,15 +437,16 @@ def train_lm(
     rate_t, rate_tokens = time.perf_counter(), 0
     tps = 0.0
     try:
-        while budget_progress() < 1.0:
+        prog = progress()
+        while prog < 1.0:
             t0 = time.perf_counter()
-            lr = lr_at(budget_progress(), run.step, base_lr, warmup, cfg.min_lr_ratio)
+            lr = lr_at(prog, run.step, base_lr, warmup, cfg.min_lr_ratio)
             set_lr(optimizer, lr)
             loss_sum = 0.0
-            for _ in range(cfg.grad_accum):
+            for i in range(cfg.grad_accum):
                 x, y = get_batch(split.train, block, batch, gen)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                loss_sum += backward(x, y, 1.0 / cfg.grad_accum)
+                loss_sum += backward(x, y, 1.0 / cfg.grad_accum, sync=i == cfg.grad_accum - 1)
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -440,7 +462,8 @@ def train_lm(
             if now - rate_t > 2.0 or tps == 0.0:
                 tps = rate_tokens / max(now - rate_t, 1e-9)
                 rate_t, rate_tokens = now, 0
-            done = budget_progress() >= 1.0
+            prog = progress()
+            done = prog >= 1.0
             if run.step % cfg.eval_interval == 0 or done:
                 t_eval = time.perf_counter()
                 val_loss = estimate_loss(fwd, split.val, block, batch, cfg.eval_iters, device, ctx)
@@ -538,7 +561,10 @@ def main(argv: list[str] | None = None) -> None:
         time_budget_s=parse_duration(a.time) if a.time else None,
     )
     r = train_lm(a.corpus, a.out, cfg, resume=a.resume)
-    print(f"step {r.step}  val loss {r.val_loss:.4f}  best {r.best_val_loss:.4f}  -> {r.best_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process
+        print(
+            f"step {r.step}  val loss {r.val_loss:.4f}  best {r.best_val_loss:.4f}  -> {r.best_dir}"
+        )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ class GenerateSkill(Skill):
         if generator is None:
             text = (
                 "I don't have a language model to write with yet. Train one with "
-                "`llmos train lm --project <your bot>` (the demo model may still be training; "
-                "try again in a minute)."
+                "`llmos train lm --corpus <your texts> --project <your bot>` (the demo model "
+                "may still be training; try again in a minute)."
             )
             yield text
             yield self.reply(text, confidence=request.confidence, data={"model": None})

@@ -482,8 +482,9 @@ def main() -> None:
         code = getattr(exc, "exit_code", None)
         if type(exc).__name__ == "Exit" and isinstance(code, int):
             sys.exit(code)
-        if callable(getattr(exc, "show", None)) and isinstance(code, int):
-            exc.show()  # "Usage: ... Error: Missing option '--data'."
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(code, int):
+            show()  # "Usage: ... Error: Missing option '--data'."
             sys.exit(code)
         msg = _known_error(exc)
         typer.secho(f"error: {msg}", fg="red", err=True)

@@ -46,3 +46,13 @@ def test_two_processes_train_one_model(tmp_path, corpus_file):
     micro = _train(corpus_file, tmp_path / "micro", 2, "--micro-batch", "3")
     assert micro.returncode == 0, micro.stderr[-2000:]
     assert abs(_val(tmp_path / "micro") - _val(tmp_path / "two")) < 1e-4
+
+
+def test_a_time_budget_stops_every_process_at_the_same_step(tmp_path, corpus_file):
+    # each process reads its own clock; the progress is all-reduced, so none of them is left
+    # waiting in a gradient all-reduce for one that already stopped
+    r = _train(corpus_file, tmp_path / "t", 2, "--steps", "100000", "--time", "4s")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("step ") == 1
+    step = int(json.loads((tmp_path / "t" / "last" / MANIFEST).read_text())["step"])
+    assert 0 < step < 100000

@@ -55,8 +55,9 @@ DEFAULT_WEIGHTS = FusionWeights()
 DEFAULT_THRESHOLDS = Thresholds()
 
 
-def lexical_bonus(bm25: float, w: FusionWeights) -> float:
-    return w.bm25 * bm25 / (bm25 + w.bm25_half) if bm25 > 0 else 0.0
+def lexical_bonus(bm25: float, weight: float, half: float) -> float:
+    """``weight * s / (s + half)``: at most ``weight``, half of it at a BM25 score of ``half``."""
+    return weight * bm25 / (bm25 + half) if bm25 > 0 else 0.0
 
 
 def fuse_faq(q_cos: float, a_cos: float | None, bm25: float, w: FusionWeights) -> float:
@@ -64,12 +65,11 @@ def fuse_faq(q_cos: float, a_cos: float | None, bm25: float, w: FusionWeights) -
     dense = q_cos if a_cos is None else (q_cos + w.answer * a_cos) / (1.0 + w.answer)
     # Never rank below the plain question match: a verbatim hit stays a verbatim hit.
     dense = max(dense, q_cos - 0.05)
-    bonus = w.faq_bm25 * bm25 / (bm25 + w.faq_bm25_half) if bm25 > 0 else 0.0
-    return float(dense + bonus)
+    return float(dense + lexical_bonus(bm25, w.faq_bm25, w.faq_bm25_half))
 
 
 def fuse_passage(cos: float, bm25: float, w: FusionWeights) -> float:
-    return float(cos + lexical_bonus(bm25, w))
+    return float(cos + lexical_bonus(bm25, w.bm25, w.bm25_half))
 
 
 # -- pronouns and entities for multi-turn questions ---------------------------------------

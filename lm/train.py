@@ -140,16 +140,26 @@ def _micro_rows(cfg: TrainConfig, batch: int, block: int, device: Any) -> int:
 
     Same batches, same update, less memory; on a CPU also faster, most likely because each
     pass's activations stay in cache for the element-wise work between the matmuls (not
-    measured with cache counters). ``small`` on 2
-    cores, 16 x 256 tokens per step (session 15, 12 interleaved rounds): 8-row passes took
-    828 against 849 ms a step (minimum) with ``--compile`` and 894 against 969 ms eager; 4-row
-    passes were no faster than 8. GPUs want the whole batch at once.
+    measured with cache counters). ``small`` on 2 cores, 16 x 256 tokens per step (session 15,
+    12 interleaved rounds): 8-row passes took 828 against 849 ms a step (minimum) with
+    ``--compile`` and 894 against 969 ms eager; 4-row passes gained 1-3% on the minimum with
+    mixed medians, so 2,048 tokens stays. GPUs want the whole batch at once.
     """
     if cfg.micro_batch is not None:
         return min(cfg.micro_batch, batch)
     if device.type != "cpu":
         return batch
     return max(1, min(batch, MICRO_TOKENS // max(block, 1)))
+
+
+def _budget_progress(cfg: TrainConfig, run: _Run) -> float:
+    """Share of the budget spent: the larger of steps and time when both are given."""
+    fracs = [0.0]
+    if cfg.steps:
+        fracs.append(run.step / cfg.steps)
+    if cfg.time_budget_s:
+        fracs.append(run.elapsed_s / cfg.time_budget_s)
+    return max(fracs)
 
 
 def _corpus_hash(docs: list[str]) -> str:
@@ -254,16 +264,14 @@ def train_lm(
         run = _Run(**state["run"])
         # The budget counts the whole run, not this invocation: say so rather than "train"
         # zero steps and report the old figures as if they were new.
-        if cfg.steps and run.step >= cfg.steps:
+        if _budget_progress(cfg, run) >= 1.0:
+            given = [f"--steps {cfg.steps}"] if cfg.steps else []
+            if cfg.time_budget_s:
+                given.append(f"--time {cfg.time_budget_s:.0f}s")
             raise LMError(
-                f"this run already trained {run.step} steps (budget --steps {cfg.steps}); "
-                "the budget counts the whole run, so give a larger --steps to train further"
-            )
-        if cfg.time_budget_s and run.elapsed_s >= cfg.time_budget_s:
-            raise LMError(
-                f"this run already trained for {run.elapsed_s:.0f}s (budget --time "
-                f"{cfg.time_budget_s:.0f}s); the budget counts the whole run, so give a "
-                "larger --time to train further"
+                f"this run already trained {run.step} steps in {run.elapsed_s:.0f}s, its whole "
+                f"budget ({' '.join(given)}); the budget counts the whole run, so give a larger "
+                "--steps or --time to train further"
             )
     cfg.validate()
     preset = get_preset(cfg.preset)
@@ -398,12 +406,7 @@ def train_lm(
         write_checkpoint_dir(dst, fill, manifest)
 
     def budget_progress() -> float:
-        fracs = []
-        if cfg.steps:
-            fracs.append(run.step / cfg.steps)
-        if cfg.time_budget_s:
-            fracs.append(run.elapsed_s / cfg.time_budget_s)
-        return max(fracs)
+        return _budget_progress(cfg, run)
 
     total = cfg.steps if cfg.steps else round(cfg.time_budget_s or 0)
     bar = tqdm(

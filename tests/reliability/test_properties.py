@@ -4,9 +4,9 @@ chunk offsets are exact, and the session store round-trips any encodable text.""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -83,7 +83,11 @@ def test_chunk_offsets_are_exact_and_cover_the_text(
     assert all(covered[i] for i, ch in enumerate(text) if not ch.isspace())
 
 
-_store_dir = tempfile.mkdtemp(prefix="llmos-prop-")
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One store for all examples (a module-scoped fixture, which hypothesis allows), kept
+    under pytest's temporary root so it is cleaned up like every other test's files."""
+    return tmp_path_factory.mktemp("prop-store")
 
 
 @settings(max_examples=120, deadline=None)
@@ -91,11 +95,11 @@ _store_dir = tempfile.mkdtemp(prefix="llmos-prop-")
     turns=st.lists(st.text(max_size=300), min_size=1, max_size=5),
     title=st.text(max_size=40),
 )
-def test_session_store_round_trips_any_text(turns: list[str], title: str) -> None:
+def test_session_store_round_trips_any_text(store_dir: Path, turns: list[str], title: str) -> None:
     from assistant.errors import InputError
     from assistant.sessions import SessionStore
 
-    store = SessionStore(Path(_store_dir) / "s.db")
+    store = SessionStore(store_dir / "s.db")
     try:
         sid = store.create(title="").id
         stored: list[tuple[str, str]] = []
@@ -116,7 +120,7 @@ def test_session_store_round_trips_any_text(turns: list[str], title: str) -> Non
                 else:
                     raise AssertionError("a lone surrogate was accepted")
         store.close()
-        store = SessionStore(Path(_store_dir) / "s.db")  # reopen: what persisted
+        store = SessionStore(store_dir / "s.db")  # reopen: what persisted
         got = store.turns(sid)
         assert [(x.user_text, x.reply_text) for x in got] == stored
         assert [x.n for x in got] == list(range(1, len(stored) + 1))

@@ -18,12 +18,18 @@ the first step and the final evaluation are left out of the rate): eager with gl
 heap (``LLMOS_RETAIN_HEAP=0``, see ``lm/heap.py``), eager, eager with the plain logits loss
 instead of the chunked one (``lm/loss.py``), and with ``--compile`` (its one-off compile step
 left out); the baseline is a minimal loop around ``GPT2LMHeadModel`` (~7M parameters), run
-with the same heap setting as ours. Results: ``benchmarks/results/lm_speed.json``.
+with the same heap setting as ours. These rows are fp32.
+On a CPU with native bf16 (AVX512-BF16 or AMX; ``lm.train.cpu_has_native_bf16``), where
+``--dtype auto`` trains with bf16 autocast, three more rows run: ours eager and compiled and
+GPT-2, all under bf16 autocast. Their FLOP/s are divided by the same fp32 peak (the target's
+yardstick) and also by a bf16 2048^3 matmul peak sampled at the same points.
+Results: ``benchmarks/results/lm_speed.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -35,25 +41,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.lm_quality import SHAKESPEARE, table, write_result
 from lm.heap import OFF_VAR, retained_heap
+from lm.train import cpu_has_native_bf16
 
 PROBE_EVERY = 3  # training steps between two peak samples
 PROBE_S = 1.0  # seconds of back-to-back matmuls per sample
 
 
 class PeakProbe:
-    """fp32 matmul throughput sampled between training steps: sustained and best."""
+    """Matmul throughput (fp32 unless told) sampled between training steps: sustained and best.
 
-    def __init__(self, n: int = 2048) -> None:
+    ``also``: a second probe (the bf16 one) sampled at the same points, for bf16 runs."""
+
+    def __init__(self, n: int = 2048, dtype: Any = None) -> None:
         import torch
 
         self.n = n
-        self.a, self.b = torch.randn(n, n), torch.randn(n, n)
+        self.a = torch.randn(n, n, dtype=dtype or torch.float32)
+        self.b = torch.randn(n, n, dtype=dtype or torch.float32)
+        self.also: PeakProbe | None = None
         self.a @ self.b
         self.best = 0.0
         self.reset()
 
     def reset(self) -> None:
         self.flops, self.seconds, self.samples = 0.0, 0.0, 0
+        if self.also is not None:
+            self.also.reset()
 
     def sample(self, seconds: float = PROBE_S) -> None:
         f = 2.0 * self.n**3
@@ -68,6 +81,8 @@ class PeakProbe:
             if time.perf_counter() - start >= seconds:
                 break
         self.samples += 1
+        if self.also is not None:
+            self.also.sample(seconds)
 
     @property
     def sustained(self) -> float:
@@ -100,7 +115,12 @@ def flops_per_token(params: int, n_layer: int, n_embd: int, T: int) -> float:
 
 
 def run_ours(
-    steps: int, out: Path, probe: PeakProbe, compile: bool = False, fused_loss: bool = True
+    steps: int,
+    out: Path,
+    probe: PeakProbe,
+    compile: bool = False,
+    fused_loss: bool = True,
+    dtype: str = "fp32",
 ) -> dict:
     from lm.model import get_preset
     from lm.train import TrainConfig, train_lm
@@ -114,6 +134,7 @@ def run_ours(
         warmup_steps=5,
         compile=compile,
         fused_loss=fused_loss,
+        dtype=dtype,
     )
     probe.reset()
     probe.sample()
@@ -132,10 +153,16 @@ def run_ours(
         "timed_steps": len(clock.times),
         "sustained_peak": probe.sustained,
         "peak_samples": probe.samples,
+        "dtype": r.dtype,
+        **_bf16_peak(probe),
     }
 
 
-def run_gpt2(steps: int, probe: PeakProbe) -> dict:
+def _bf16_peak(probe: PeakProbe) -> dict:
+    return {"sustained_bf16_peak": probe.also.sustained} if probe.also is not None else {}
+
+
+def run_gpt2(steps: int, probe: PeakProbe, bf16: bool = False) -> dict:
     import torch
     import torch.nn.functional as F
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -155,9 +182,12 @@ def run_gpt2(steps: int, probe: PeakProbe) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randint(0, 4096, (B, T + 1))
 
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
     def step():
-        logits = model(input_ids=x[:, :-1]).logits
-        loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
+        with ctx:
+            logits = model(input_ids=x[:, :-1]).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -187,6 +217,8 @@ def run_gpt2(steps: int, probe: PeakProbe) -> dict:
         "timed_steps": steps,
         "sustained_peak": probe.sustained,
         "peak_samples": probe.samples,
+        "dtype": "bf16" if bf16 else "fp32",
+        **_bf16_peak(probe),
     }
 
 
@@ -225,6 +257,26 @@ def main() -> None:
         )
     with retained_heap():  # the baseline gets the same heap setting as our loop
         runs.append(("transformers GPT-2", run_gpt2(steps, probe)))
+    if cpu_has_native_bf16():  # what --dtype auto trains with here; emulated bf16 is ~80x slower
+        probe.also = PeakProbe(dtype=torch.bfloat16)
+        runs.append(
+            (
+                "ours small, bf16 autocast",
+                run_ours(steps, Path(tempfile.mkdtemp()), probe, dtype="bf16"),
+            )
+        )
+        if not a.no_compile:
+            runs.append(
+                (
+                    "ours small, bf16, --compile",
+                    run_ours(steps, Path(tempfile.mkdtemp()), probe, True, dtype="bf16"),
+                )
+            )
+        with retained_heap():
+            runs.append(("transformers GPT-2, bf16 autocast", run_gpt2(steps, probe, bf16=True)))
+        probe.also = None
+    else:
+        print("this CPU has no native bf16 (AVX512-BF16/AMX): bf16 rows skipped\n")
     burst = probe.best
     rows = []
     for name, r in runs:
@@ -233,6 +285,9 @@ def main() -> None:
         r["model_flops_per_s"] = r["tokens_per_s"] * f
         r["mfu"] = r["model_flops_per_s"] / r["sustained_peak"]
         r["mfu_of_burst_peak"] = r["model_flops_per_s"] / burst
+        if "sustained_bf16_peak" in r:
+            r["mfu_of_bf16_peak"] = r["model_flops_per_s"] / r["sustained_bf16_peak"]
+        bf = r.get("mfu_of_bf16_peak")
         rows.append(
             [
                 name,
@@ -242,6 +297,7 @@ def main() -> None:
                 r["sustained_peak"] / 1e9,
                 f"{100 * r['mfu']:.1f}%",
                 f"{100 * r['mfu_of_burst_peak']:.1f}%",
+                f"{100 * bf:.1f}% of {r['sustained_bf16_peak'] / 1e9:.0f}" if bf else "-",
             ]
         )
     print(
@@ -259,6 +315,7 @@ def main() -> None:
                 "sustained peak",
                 "of sustained",
                 "of burst",
+                "of bf16 sustained",
             ],
         )
     )

@@ -34,7 +34,7 @@ from lm.errors import CheckpointError, DataError, LMError
 from lm.heap import in_retained_heap
 from lm.model import count_parameters
 from lm.optim import lr_at, make_optimizer, restore_optimizer, set_lr
-from lm.train import ProgressFn
+from lm.train import ProgressFn, _autocast, resolve_dtype
 
 
 @dataclass
@@ -55,6 +55,7 @@ class FinetuneConfig:
     eval_interval: int = 50
     val_fraction: float = 0.1
     seed: int = 1337
+    dtype: str = "auto"  # auto: bf16 autocast where bf16 matmuls are native (lm.train)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class FinetuneResult:
     val_loss: float
     trainable_parameters: int
     history: dict[str, list[Any]]
+    dtype: str = "fp32"  # what "auto" resolved to
 
 
 def _batch(examples: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[Any, Any, Any]:
@@ -128,6 +130,8 @@ def finetune(
 
     quiet_transformers()
     cfg = config or FinetuneConfig()
+    dtype = resolve_dtype(cfg.dtype, torch.device("cpu"))
+    ctx = _autocast(dtype, torch.device("cpu"))
     out = Path(out_dir).expanduser()
     last_dir, best_dir = out / "last", out / "best"
     if merge and not lora and not (resume and (last_dir / "adapter_config.json").exists()):
@@ -243,7 +247,8 @@ def finetune(
                     0, len(train_ex), (min(cfg.batch_size, len(train_ex)),), generator=gen
                 )
                 ids, labels, mask = _batch([train_ex[i] for i in idx.tolist()], pad)
-                res = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False)
+                with ctx:  # the loss is computed on fp32 logits (transformers upcasts them)
+                    res = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False)
                 loss = res.loss / cfg.grad_accum
                 loss.backward()
                 loss_sum += float(loss.detach())
@@ -299,6 +304,7 @@ def finetune(
         val_loss=val_loss,
         trainable_parameters=n_train,
         history={"train": train_curve, "val": val_curve},
+        dtype=dtype,
     )
 
 

@@ -25,7 +25,7 @@ def _linear_ce_function() -> Any:
 
         @staticmethod
         def forward(
-            ctx: Any, hidden: Any, weight: Any, targets: Any, chunk: int, block: Any
+            ctx: Any, hidden: Any, weight: Any, targets: Any, chunk: int, block: Any, dtype: Any
         ) -> Any:  # type: ignore[override]
             keep = targets != IGNORE_INDEX
             n = int(keep.sum())
@@ -33,21 +33,29 @@ def _linear_ce_function() -> Any:
             total = hidden.new_zeros((), dtype=torch.float32)
             grad_h = torch.empty_like(hidden) if need_grad else None
             grad_w = torch.zeros_like(weight) if need_grad else None
+            low = dtype is not None and dtype != weight.dtype
+            w = weight.to(dtype) if low else weight  # bf16 matmuls; softmax and sums stay fp32
             for s in range(0, hidden.shape[0], chunk):
                 h = hidden[s : s + chunk]
                 t = targets[s : s + chunk]
                 k = keep[s : s + chunk]
-                nll, probs = block((h @ weight.t()).float(), torch.where(k, t, 0))
+                if low:
+                    h = h.to(dtype)
+                nll, probs = block((h @ w.t()).float(), torch.where(k, t, 0))
                 total += (nll * k).sum()
                 if need_grad:
                     # d(mean CE)/d(logits) = (softmax - one_hot) / n, zero on ignored rows;
                     # the row scale is applied to the [chunk, d] operands, not the block.
-                    probs = probs.to(h.dtype)
-                    scale = (k.to(h.dtype) / max(n, 1))[:, None]
+                    probs = probs.to(w.dtype)
+                    scale = (k.to(hidden.dtype) / max(n, 1))[:, None]
                     g = grad_h[s : s + chunk]  # type: ignore[index]
-                    torch.mm(probs, weight, out=g)
-                    g.mul_(scale)
-                    grad_w.addmm_(probs.t(), h * scale)  # type: ignore[union-attr]
+                    if low:  # bf16 products, summed into the fp32 gradients
+                        torch.mul(probs @ w, scale, out=g)
+                        grad_w.add_(probs.t() @ (h * scale.to(dtype)))  # type: ignore[union-attr]
+                    else:
+                        torch.mm(probs, w, out=g)
+                        g.mul_(scale)
+                        grad_w.addmm_(probs.t(), h * scale)  # type: ignore[union-attr]
             if need_grad:
                 ctx.save_for_backward(grad_h, grad_w)
             return total / max(n, 1)
@@ -55,7 +63,7 @@ def _linear_ce_function() -> Any:
         @staticmethod
         def backward(ctx: Any, grad_out: Any) -> Any:  # type: ignore[override]
             grad_h, grad_w = ctx.saved_tensors
-            return grad_h * grad_out, grad_w * grad_out, None, None, None
+            return grad_h * grad_out, grad_w * grad_out, None, None, None, None
 
     return LinearCrossEntropy
 
@@ -106,7 +114,12 @@ CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in fp32): 1,024 rows of a 4,
 
 
 def linear_cross_entropy(
-    hidden: Any, weight: Any, targets: Any, chunk: int | None = None, block: Any = None
+    hidden: Any,
+    weight: Any,
+    targets: Any,
+    chunk: int | None = None,
+    block: Any = None,
+    compute_dtype: Any = None,
 ) -> Any:
     """Mean cross-entropy of ``hidden @ weight.T`` (``[..., d]`` by ``[vocab, d]``) against
     ``targets`` (``IGNORE_INDEX`` rows skipped), equal to ``F.cross_entropy`` on the logits.
@@ -114,14 +127,26 @@ def linear_cross_entropy(
     ``chunk`` rows at a time; by default as many as keep a chunk's logits near
     ``CHUNK_ELEMENTS`` (a small vocabulary, e.g. characters, is done in one chunk). ``block``
     computes each chunk's loss and ``softmax - one_hot``: ``_block`` (eager) by default,
-    ``compiled_block()`` in ``--compile`` runs."""
+    ``compiled_block()`` in ``--compile`` runs. ``compute_dtype`` (e.g. ``torch.bfloat16``
+    under bf16 autocast) is the matmuls' dtype; the softmax, the loss and the gradients
+    handed back stay in the inputs' dtype. Autocast is off inside: the dtypes are explicit."""
+    import torch
+
     global _FN
     if _FN is None:
         _FN = _linear_ce_function()
     d = hidden.shape[-1]
     if chunk is None:
         chunk = max(256, CHUNK_ELEMENTS // max(int(weight.shape[0]), 1))
-    return _FN.apply(hidden.reshape(-1, d), weight, targets.reshape(-1), chunk, block or _block)
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        return _FN.apply(
+            hidden.reshape(-1, d),
+            weight,
+            targets.reshape(-1),
+            chunk,
+            block or _block,
+            compute_dtype,
+        )
 
 
 def fused_loss_parts(model: Any) -> tuple[Any, Any] | None:

@@ -103,7 +103,7 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
             result = train_lm([str(c) for c in corpus], run_dir, cfg, resume=resume)
         typer.echo(
             f"trained {result.parameters:,} parameters for {result.step} steps "
-            f"({result.elapsed_s:.0f}s, {result.tokens_per_s:,.0f} tokens/s)"
+            f"({result.elapsed_s:.0f}s, {result.tokens_per_s:,.0f} tokens/s, {result.dtype})"
         )
         typer.echo(f"validation loss {result.val_loss:.4f} (best {result.best_val_loss:.4f})")
         typer.echo(
@@ -123,6 +123,7 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
         epochs: float = typer.Option(3.0, "--epochs"),
         lr: float | None = typer.Option(None, "--lr"),
         batch_size: int = typer.Option(8, "--batch-size"),
+        dtype: str = typer.Option("auto", "--dtype", help="auto | fp32 | bf16"),
         out: Path | None = typer.Option(
             None, "--out", help="Run directory (default: <project>/models/lm-chat)."
         ),
@@ -138,11 +139,14 @@ def register(app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer) ->
             if base is None and not resume:
                 base = proj.model_dir("lm")
             cfg = FinetuneConfig(
-                steps=steps, epochs=epochs, learning_rate=lr, batch_size=batch_size
+                steps=steps, epochs=epochs, learning_rate=lr, batch_size=batch_size, dtype=dtype
             )
             run_dir = out or proj.model_dir("lm-chat")
             r = finetune(base, data, run_dir, cfg, lora=lora, merge=merge, resume=resume)
-        typer.echo(f"fine-tuned {r.trainable_parameters:,} trainable parameters for {r.step} steps")
+        typer.echo(
+            f"fine-tuned {r.trainable_parameters:,} trainable parameters for {r.step} steps "
+            f"({r.dtype})"
+        )
         typer.echo(f"validation loss {r.val_loss:.4f} (best {r.best_val_loss:.4f})")
         typer.echo(
             f"saved: {r.best_dir} (best), {r.last_dir} (last)"

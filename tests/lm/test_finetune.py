@@ -7,6 +7,7 @@ from lm.checkpoint import MANIFEST, is_complete
 from lm.data import encode_chat
 from lm.errors import CheckpointError, LMError
 from lm.finetune import FinetuneConfig, finetune
+from lm.train import resolve_dtype
 
 
 def _cfg(**kw):
@@ -32,16 +33,18 @@ def test_loss_only_on_assistant_tokens(tiny_generator):
     assert tok.decode(ids).startswith(full.strip())
 
 
-def test_full_finetune_lowers_loss(tmp_path, tiny_run, chat_file):
+@pytest.mark.parametrize("dtype", ["auto", "fp32"])
+def test_full_finetune_lowers_loss(tmp_path, tiny_run, chat_file, dtype):
     torch.set_num_threads(1)
     r = finetune(
         tiny_run[0],
         chat_file,
         tmp_path,
-        _cfg(steps=10, eval_interval=5, learning_rate=1e-2),
+        _cfg(steps=10, eval_interval=5, learning_rate=1e-2, dtype=dtype),
         show_progress=False,
     )
     assert r.step == 10 and r.merged_dir is None
+    assert r.dtype == resolve_dtype(dtype, torch.device("cpu"))
     assert r.history["val"][-1][1] < r.history["train"][0][1]
     manifest = json.loads((tmp_path / "best" / MANIFEST).read_text())
     assert manifest["kind"] == "lm-sft"
@@ -113,3 +116,6 @@ def test_lora_adapter_for_another_base_is_refused(tmp_path, tiny_run, chat_file,
 def test_merge_needs_lora(tmp_path, tiny_run, chat_file):
     with pytest.raises(LMError, match="--lora"):
         finetune(tiny_run[0], chat_file, tmp_path, _cfg(), merge=True, show_progress=False)
+    with pytest.raises(LMError, match="dtype must be"):
+        finetune(tiny_run[0], chat_file, tmp_path, _cfg(dtype="fp16"), show_progress=False)
+    assert not (tmp_path / "last").exists()

@@ -7,7 +7,7 @@ import torch
 from lm.checkpoint import MANIFEST, is_complete, resolve_model_dir
 from lm.errors import LMError
 from lm.optim import OPTIMIZERS, lr_at, parse_duration
-from lm.train import train_lm
+from lm.train import cpu_has_native_bf16, native_bf16_in, resolve_dtype, train_lm
 from tests.lm.conftest import tiny_config
 
 
@@ -59,22 +59,24 @@ def test_resume_continues_the_same_loss_curve(tmp_path, corpus_file):
     assert (part / "last" / "model.safetensors").read_bytes() == before
 
 
-def test_micro_batches_give_the_whole_batch_update(tmp_path, corpus_file):
+@pytest.mark.parametrize("dtype, tol", [("fp32", 1e-4), ("bf16", 2e-3)])
+def test_micro_batches_give_the_whole_batch_update(tmp_path, corpus_file, dtype, tol):
     # 8 rows as 3 + 3 + 2: each pass's loss is weighted by its rows, so the optimizer sees
     # the same gradient as one pass over all 8 (up to float rounding), with grad_accum too.
+    # bf16 autocast rounds each pass's matmul outputs, so its sums differ by more.
     torch.set_num_threads(1)
     runs = [
         train_lm(
             [corpus_file],
             tmp_path / str(micro),
-            tiny_config(steps=4, eval_interval=4, micro_batch=micro, grad_accum=2),
+            tiny_config(steps=4, eval_interval=4, micro_batch=micro, grad_accum=2, dtype=dtype),
             show_progress=False,
         )
         for micro in (8, 3)
     ]
     a, b = ([v for _, v in r.history["train"]] for r in runs)
-    assert len(a) == 4 and b == pytest.approx(a, abs=1e-4)
-    assert runs[1].val_loss == pytest.approx(runs[0].val_loss, abs=1e-4)
+    assert len(a) == 4 and b == pytest.approx(a, abs=tol)
+    assert runs[1].val_loss == pytest.approx(runs[0].val_loss, abs=tol)
     assert a[-1] < a[0]  # it trained: the four steps are not one loss repeated
 
 
@@ -115,6 +117,27 @@ def test_schedule_and_durations():
     )
     with pytest.raises(LMError):
         parse_duration("soon")
+
+
+def test_auto_dtype_is_bf16_only_where_bf16_is_native():
+    zen4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
+    assert native_bf16_in(zen4) and native_bf16_in("flags : amx_bf16 amx_tile")
+    assert not native_bf16_in(avx2) and not native_bf16_in("")
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_dtype("fp32", cpu) == "fp32" and resolve_dtype("bf16", cpu) == "bf16"
+    with pytest.raises(LMError, match="dtype must be"):
+        resolve_dtype("fp16", cpu)
+
+
+def test_run_reports_its_dtype_and_rejects_unknown_ones(tmp_path, corpus_file):
+    torch.set_num_threads(1)
+    r = train_lm([corpus_file], tmp_path / "a", tiny_config(steps=2), show_progress=False)
+    assert r.dtype == resolve_dtype("auto", torch.device("cpu"))
+    with pytest.raises(LMError, match="dtype must be"):
+        train_lm([corpus_file], tmp_path / "b", tiny_config(dtype="fp16"), show_progress=False)
+    assert not (tmp_path / "b").exists()
 
 
 def test_unknown_optimizer_and_preset(tmp_path, corpus_file):

@@ -2,11 +2,12 @@
 
     .venv/bin/python benchmarks/lm_quality.py [--quick] [--budget 300] [--threads 2]
 
-Data as nanoGPT prepares it: the first 90% of the text trains, the last 10% validates. Three
-runs get the same wall-clock budget of training-loop time: the plain-torch reference
-(``benchmarks/nanogpt_ref.py``, character-level), our Llama-style model through
-``lm.train.train_lm`` at the same parameter count (character-level), and the same model with
-a BPE tokenizer. Every model is scored on the whole validation text in non-overlapping
+Data as nanoGPT prepares it: the first 90% of the text trains, the last 10% validates. Each
+run gets the same wall-clock budget of training-loop time: the plain-torch reference
+(``benchmarks/nanogpt_ref.py``, character-level, fp32 as nanoGPT trains on a CPU), our
+Llama-style model through ``lm.train.train_lm`` at the same parameter count (character-level,
+eager and compiled), and the same model with a BPE tokenizer. Ours use ``--dtype auto``: bf16
+autocast on a CPU with native bf16, where one more run shows our character model in fp32. Every model is scored on the whole validation text in non-overlapping
 windows; loss per character (nats and bits) makes the BPE run comparable. Results:
 ``benchmarks/results/lm_quality.json``.
 """
@@ -138,6 +139,7 @@ def run_ours(
     out: Path,
     warmup: int = 50,
     compile: bool = False,
+    dtype: str = "auto",
 ) -> dict:
     from lm.generate import Generator
     from lm.train import TrainConfig, train_lm
@@ -154,6 +156,7 @@ def run_ours(
         eval_iters=2,
         val_fraction=0.02,
         compile=compile,
+        dtype=dtype,
         vocab_size=1024 if tokenizer == "bpe" else None,
         model_overrides={
             "hidden_size": N_EMBD,
@@ -174,6 +177,7 @@ def run_ours(
         "steps": r.step,
         "tokens_per_s": r.tokens_per_s,
         "compile_s": r.compile_s,
+        "dtype": r.dtype,
         "val_loss_per_token": tok_loss,
         "val_nats_per_char": char_loss,
         "vocab": len(g.tokenizer),
@@ -216,14 +220,19 @@ def main() -> None:
     ap.add_argument(
         "--only",
         default=None,
-        help="comma-separated runs: ref, char, char-compiled, bpe (default: all; --quick leaves "
-        "out char-compiled, whose compile alone outlasts 30 s); a partial run writes "
-        "lm_quality_partial.json",
+        help="comma-separated runs: ref, char, char-compiled, bpe, char-fp32 (default: all; "
+        "--quick leaves out char-compiled, whose compile alone outlasts 30 s; char-fp32 runs "
+        "only where --dtype auto means bf16); a partial run writes lm_quality_partial.json",
     )
     a = ap.parse_args()
+    from lm.train import cpu_has_native_bf16
+
     default = "ref,char,bpe" if a.quick else "ref,char,char-compiled,bpe"
-    only = [x.strip() for x in (a.only or default).split(",") if x.strip()]
     known = {"ref", "char", "char-compiled", "bpe"}
+    if cpu_has_native_bf16():  # "char" trains in bf16 here: the fp32 model beside it
+        default += ",char-fp32"
+        known.add("char-fp32")
+    only = [x.strip() for x in (a.only or default).split(",") if x.strip()]
     if not only or set(only) - known:
         ap.error(f"--only takes {', '.join(sorted(known))}")
     import torch
@@ -252,6 +261,9 @@ def main() -> None:
         "char-compiled": ("ours_char_compiled", lambda: run_ours(
             train_file, val_text, "char", budget, tmp / "cc", warmup, compile=True)),
         "bpe": ("ours_bpe", lambda: run_ours(train_file, val_text, "bpe", budget, tmp / "b", warmup)),
+        # --dtype auto picks bf16 autocast on CPUs with native bf16; this row is ours in fp32
+        "char-fp32": ("ours_char_fp32", lambda: run_ours(
+            train_file, val_text, "char", budget, tmp / "cf", warmup, dtype="fp32")),
     }  # fmt: skip
     for key in only:
         name, fn = runs[key]
@@ -262,6 +274,7 @@ def main() -> None:
         rows.append(
             [
                 name,
+                r.get("dtype", "fp32"),
                 f"{r['parameters']:,}",
                 r["vocab"],
                 r["steps"],
@@ -278,6 +291,7 @@ def main() -> None:
             rows,
             [
                 "model",
+                "dtype",
                 "params",
                 "vocab",
                 "steps",

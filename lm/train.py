@@ -17,6 +17,10 @@ cosine learning rate, gradient accumulation and clipping, periodic evaluation on
 batches, ``best/`` (lowest validation loss) and ``last/`` (resumable, with optimizer and RNG
 state) checkpoints, and ``loss_curve.png``. ``--resume`` continues from ``last/`` on the same
 data order, so the loss curve carries on exactly where it stopped.
+
+Precision: ``--dtype auto`` trains under bf16 autocast where bf16 matmuls are native (GPUs with
+bf16, CPUs with AVX512-BF16 or AMX: ``resolve_dtype``) and in fp32 elsewhere; the weights and
+optimizer state are fp32 either way, so checkpoints do not depend on it.
 """
 
 from __future__ import annotations

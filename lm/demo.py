@@ -26,6 +26,10 @@ DEMO_CONFIG: dict = dict(
     eval_iters=5,
     val_fraction=0.05,
     model_overrides={"hidden_size": 128, "intermediate_size": 352},
+    # fp32 even where bf16 is native: at width 128 bf16 autocast ran only 7-14% more steps in
+    # 90 s and ended worse (best validation 3.099 / 3.069 against 3.063 / 3.046 in fp32, two
+    # runs each, session 17).
+    dtype="fp32",
 )
 
 

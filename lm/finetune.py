@@ -34,7 +34,7 @@ from lm.errors import CheckpointError, DataError, LMError
 from lm.heap import in_retained_heap
 from lm.model import count_parameters
 from lm.optim import lr_at, make_optimizer, restore_optimizer, set_lr
-from lm.train import ProgressFn, _autocast, resolve_dtype
+from lm.train import ProgressFn, autocast_for, resolve_dtype
 
 
 @dataclass
@@ -131,7 +131,7 @@ def finetune(
     quiet_transformers()
     cfg = config or FinetuneConfig()
     dtype = resolve_dtype(cfg.dtype, torch.device("cpu"))
-    ctx = _autocast(dtype, torch.device("cpu"))
+    ctx = autocast_for(dtype, torch.device("cpu"))
     out = Path(out_dir).expanduser()
     last_dir, best_dir = out / "last", out / "best"
     if merge and not lora and not (resume and (last_dir / "adapter_config.json").exists()):

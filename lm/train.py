@@ -162,7 +162,7 @@ def resolve_dtype(name: str, device: Any) -> str:
     return name
 
 
-def _autocast(dtype: str, device: Any) -> Any:
+def autocast_for(dtype: str, device: Any) -> Any:
     """bf16 autocast (weights, optimizer state and the loss stay fp32), or no context."""
     import torch
 
@@ -362,7 +362,7 @@ def train_lm(
     if accelerator:
         fwd, optimizer = accelerator.prepare(model, optimizer)
     dtype = resolve_dtype(cfg.dtype, device)
-    ctx = _autocast(dtype, device)
+    ctx = autocast_for(dtype, device)
     # The chunked loss (lm/loss.py) needs the bare model: under accelerate's wrapper the plain
     # logits path is used. Under bf16 autocast its matmuls run in bf16 too (compute_dtype).
     parts = None

@@ -7,8 +7,9 @@ run gets the same wall-clock budget of training-loop time: the plain-torch refer
 (``benchmarks/nanogpt_ref.py``, character-level, fp32 as nanoGPT trains on a CPU), our
 Llama-style model through ``lm.train.train_lm`` at the same parameter count (character-level,
 eager and compiled), and the same model with a BPE tokenizer. Ours use ``--dtype auto``: bf16
-autocast on a CPU with native bf16, where one more run shows our character model in fp32. Every model is scored on the whole validation text in non-overlapping
-windows; loss per character (nats and bits) makes the BPE run comparable. Results:
+autocast on a CPU with native bf16, where one more run shows our character model in fp32.
+Every model is scored on the whole validation text in non-overlapping windows; loss per
+character (nats and bits) makes the BPE run comparable. Results:
 ``benchmarks/results/lm_quality.json``.
 """
 

@@ -506,11 +506,10 @@ class KnowledgeBase:
 
     def document_text(self, name: str) -> tuple[str, str] | None:
         """(file name, full text) of the document best matching ``name`` ("refund policy")."""
-        docs = self.store.documents()
+        docs = self.documents()
         if not docs or not name or not name.strip():
             return None
         want = _norm_title(name)
-        heads = self.store.document_heads()
         best, best_score = None, 0.0
         for d in docs:
             title = _norm_title(d["name"])
@@ -519,7 +518,7 @@ class KnowledgeBase:
                 break
             # a document is also named by its own title line: "summarize the greenhouse
             # notes" means garden.md, whose first line is "# Greenhouse notes"
-            for t in (title, _norm_title(_title_line(heads.get(d["path"], "")))):
+            for t in (title, _norm_title(d["title"])):
                 if not t:
                     continue
                 score = 1.5 if t == want else difflib.SequenceMatcher(None, want, t).ratio()

@@ -96,8 +96,7 @@ class TrainConfig:
             raise LMError("grad_accum, eval_interval and eval_iters must be at least 1")
         if self.micro_batch is not None and self.micro_batch < 1:
             raise LMError("--micro-batch must be at least 1 row")
-        if self.dtype not in ("auto", "fp32", "bf16"):
-            raise LMError("dtype must be auto, fp32 or bf16")
+        check_dtype(self.dtype)
         get_preset(self.preset)
 
 
@@ -148,17 +147,24 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+DTYPES = ("auto", "fp32", "bf16")
+
+
+def check_dtype(name: str) -> None:
+    if name not in DTYPES:
+        raise LMError(f"dtype must be {', '.join(DTYPES[:-1])} or {DTYPES[-1]}")
+
+
 def resolve_dtype(name: str, device: Any) -> str:
     """``auto`` becomes ``bf16`` where bf16 matmuls are native (GPUs with bf16, CPUs with
     ``cpu_has_native_bf16``) and ``fp32`` elsewhere; ``fp32`` and ``bf16`` are kept."""
     import torch
 
+    check_dtype(name)
     if name == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
-    if name not in ("fp32", "bf16"):
-        raise LMError("dtype must be auto, fp32 or bf16")
     return name
 
 
@@ -398,10 +404,10 @@ def train_lm(
         return total
 
     def progress() -> float:
-        """``budget_progress`` agreed by every process: the slowest clock's view under DDP,
+        """``_budget_progress`` agreed by every process: the slowest clock's view under DDP,
         so all processes stop at the same step and use the same learning rate (a time budget
         read per process would let one leave the loop while another waits in an all-reduce)."""
-        p = budget_progress()
+        p = _budget_progress(cfg, run)
         if accelerator is None:
             return p
         import torch.distributed as dist
@@ -449,9 +455,6 @@ def train_lm(
             "tokens_seen": run.tokens,
         }
         write_checkpoint_dir(dst, fill, manifest)
-
-    def budget_progress() -> float:
-        return _budget_progress(cfg, run)
 
     total = cfg.steps if cfg.steps else round(cfg.time_budget_s or 0)
     bar = tqdm(
@@ -595,7 +598,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--block-size", type=int)
     p.add_argument("--vocab-size", type=int)
     p.add_argument("--micro-batch", type=int, help="rows per forward/backward pass")
-    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--dtype", default="auto", choices=DTYPES)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--resume", action="store_true")
     a = p.parse_args(argv)

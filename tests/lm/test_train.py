@@ -74,6 +74,7 @@ def test_micro_batches_give_the_whole_batch_update(tmp_path, corpus_file, dtype,
         )
         for micro in (8, 3)
     ]
+    assert [r.dtype for r in runs] == [dtype, dtype]  # an explicit dtype is what runs
     a, b = ([v for _, v in r.history["train"]] for r in runs)
     assert len(a) == 4 and b == pytest.approx(a, abs=tol)
     assert runs[1].val_loss == pytest.approx(runs[0].val_loss, abs=tol)

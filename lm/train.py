@@ -139,7 +139,7 @@ def cpu_has_native_bf16() -> bool:
 
     Only then is bf16 autocast faster on a CPU: a 2048^3 bf16 matmul runs at about 2.5x the
     fp32 rate on a Zen 4 core with AVX512-BF16 (364-396 against 145-154 GFLOP/s, 2 threads),
-    while a CPU with AVX2 alone emulates it at about 1/80 of fp32. Read from the CPU's flags,
+    while a CPU with AVX2 alone emulates it (issue 4 puts that at about 1/80 of fp32). Read from the CPU's flags,
     not timed, so the choice (and with it the run's numerics) is the same on every run."""
     try:
         return native_bf16_in(Path("/proc/cpuinfo").read_text(errors="replace"))
